@@ -1,0 +1,141 @@
+"""python -m app.train: fine-tune a pretrained backbone on a dataset with one strategy.
+
+Examples:
+    python -m app.train                                   # embedded default data, ResNet-20
+    python -m app.train --dataset folder --data-dir PATH --strategy last_k --k 3
+    python -m app.train --resume runs/<run>               # continue an interrupted run
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from app import run_dir as rd
+from app.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
+from app.errors import one_line_errors
+from models.errors import ModelConfigError
+
+PROGRAM = "python -m app.train"
+NORMALIZE = ("auto", "source", "dataset")
+
+
+def build_parser():
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", help="a Visual Decathlon name (aircraft, cifar100, daimlerpedcls, dtd, gtsrb, imagenet12, omniglot, svhn, ucf101, vgg-flowers), 'folder', or omitted for the embedded default")
+    data.add_argument("--data-dir", help="folder of images: class sub-folders (optionally inside train/validation/test), or the unpacked DTD archive")
+    data.add_argument("--tfds-data-dir", help="TensorFlow Datasets data dir holding prepared visual_domain_decathlon data")
+    data.add_argument("--image-size", type=int, help="training/evaluation size in pixels (default: 72 for Decathlon data, else the backbone's)")
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", help=f"registered backbone (default {defaults.backbone})")
+    model.add_argument("--weights", help="'default' (the backbone's pretrained file), 'none' (random init), or a path (.npz, .h5, .pth, .weights.h5)")
+    model.add_argument("--strategy", help=f"fine-tuning strategy (default {defaults.strategy})")
+    model.add_argument("--k", type=int, help="number of blocks to fine-tune (last_k, global_k)")
+    model.add_argument("--bn", choices=("train", "frozen"), help="BatchNorm in the layers that train: 'train' (default) or 'frozen' (pretrained statistics kept)")
+    model.add_argument("--dropout", type=float, help="dropout before the new classifier (default 0)")
+    model.add_argument("--normalize", choices=NORMALIZE, help="input statistics: auto (default), source (the pretrained network's), dataset")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
+    opt.add_argument("--batch-size", type=int, help=f"global batch size (default {defaults.batch_size})")
+    opt.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
+    opt.add_argument("--momentum", type=float, help=f"SGD momentum (default {defaults.momentum})")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {defaults.optimizer})")
+    opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: cosine with linear warm-up (default) or constant")
+    opt.add_argument("--warmup-epochs", type=int, help=f"linear warm-up epochs (default {defaults.warmup_epochs})")
+    opt.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", help="run directory (default: a new folder under runs/)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch (takes its config.json)")
+    run.add_argument("--config", metavar="FILE", help="JSON file of settings (keys as the flags, e.g. from python -m app.tune); flags given here win")
+    run.add_argument("--distribute", choices=DISTRIBUTE, help="tf.distribute strategy: none (default), mirrored, multiworker (reads TF_CONFIG)")
+    run.add_argument("--virtual-cpus", type=int, help="split the CPU into N logical devices (to try --distribute mirrored without GPUs)")
+    run.add_argument("--eval-splits", help="comma-separated splits to evaluate at the end (default: every labelled split)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+EXTRA_FLAGS = ("normalize", "eval_splits")
+
+
+def config_from_args(args):
+    """Merge, in increasing priority: TrainConfig defaults, --config FILE, explicit flags."""
+    values = {}
+    if args.config:
+        if not os.path.isfile(args.config):
+            raise ModelConfigError(f"--config {args.config} does not exist; pass a JSON file of settings")
+        with open(args.config) as f:
+            loaded = json.load(f)
+        values.update(loaded.get("config", loaded))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    extra = dict(values.pop("extra", {}) or {})
+    for name, value in vars(args).items():
+        if value is None or name in ("config", "resume", "quiet"):
+            continue
+        if name in EXTRA_FLAGS:
+            extra[name] = value.split(",") if name == "eval_splits" else value
+        elif name in fields:
+            values[name] = value
+    values["extra"] = extra
+    return TrainConfig.from_dict(values)
+
+
+def explicit_flags(args):
+    return sorted(name for name, value in vars(args).items() if value not in (None, False) and name not in ("resume", "quiet"))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    with one_line_errors(PROGRAM):
+        if args.resume:
+            rd.require_run(args.resume, rd.CONFIG_FILE)
+            given = [f for f in explicit_flags(args) if f != "epochs"]
+            if given:
+                raise ModelConfigError(
+                    f"--resume takes the settings from {args.resume}/config.json; drop --{given[0].replace('_', '-')} (only --epochs may change)"
+                )
+            config = TrainConfig.load(rd.path(args.resume, rd.CONFIG_FILE))
+            if args.epochs is not None:
+                config.epochs = args.epochs
+                config.save(rd.path(args.resume, rd.CONFIG_FILE))
+            if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:
+                raise ModelConfigError(f"{args.resume} already finished; evaluate it with python -m app.evaluate --run {args.resume}")
+            run_directory = args.resume
+        else:
+            config = config_from_args(args)
+            run_directory = config.out or rd.new_run_dir(config)
+            config.out = run_directory
+            if os.path.exists(rd.path(run_directory, rd.CONFIG_FILE)):
+                raise ModelConfigError(
+                    f"{run_directory} already holds a run; continue it with --resume {run_directory} or choose another --out"
+                )
+        config.validate()
+
+        from app.devices import split_cpu
+
+        split_cpu(config.virtual_cpus)
+        from app.training import print_summary, train
+
+        try:
+            metrics = train(config, run_directory, resume=bool(args.resume), verbose=0 if args.quiet else 1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        rate = metrics["train_images_per_second"]
+        print_summary(
+            f"{config.strategy} on {config.dataset or 'default'} with {config.backbone}",
+            metrics["accuracy"],
+            metrics["images"],
+            extra_lines=[
+                f"training images/s: {rate:.1f}" if rate else "training images/s: n/a",
+                f"trainable / total parameters: {metrics['trainable_parameters']:,} / {metrics['total_parameters']:,}",
+                f"run directory: {run_directory}",
+                f"TensorBoard: tensorboard --logdir {rd.path(run_directory, rd.LOGS_DIR)}",
+            ],
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

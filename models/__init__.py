@@ -1,0 +1,1 @@
+"""Networks and training maths: backbones, strategies, layers. Knows nothing of flags or datasets."""
