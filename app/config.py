@@ -34,6 +34,11 @@ class TrainConfig:
     image_size: int | None = None
     seed: int = 0
     out: str | None = None
+    regularizer: str = "none"
+    alpha: float | None = None
+    beta: float | None = None
+    penalize: str | None = None
+    fisher_batches: int = 20
     distribute: str = "none"
     virtual_cpus: int = 0
     extra: dict = dataclasses.field(default_factory=dict)
@@ -58,6 +63,13 @@ class TrainConfig:
             raise ModelConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
         if self.virtual_cpus < 0:
             raise ModelConfigError(f"--virtual-cpus must be 0 or more, got {self.virtual_cpus}")
+        for key in ("tau", "tau_min", "tau_rate", "policy_lr", "policy_weight_decay", "count_weight", "binarize_weight"):
+            value = self.extra.get(key)
+            if value is None:
+                continue
+            if not math.isfinite(float(value)) or float(value) < 0 or (key == "tau" and float(value) == 0):
+                flag = "--" + key.replace("_", "-")
+                raise ModelConfigError(f"{flag} must be a {'positive' if key == 'tau' else 'non-negative'} number, got {value}")
         return self
 
     def to_dict(self):

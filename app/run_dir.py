@@ -40,8 +40,8 @@ def new_run_dir(config, root="runs"):
     return path
 
 
-def path(run_dir, name):
-    return os.path.join(run_dir, name)
+def path(run_dir, *names):
+    return os.path.join(run_dir, *names)
 
 
 def write_json(run_dir, name, values):

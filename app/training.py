@@ -14,14 +14,26 @@ import keras
 import numpy as np
 
 from app import run_dir as rd
-from app.callbacks import LearningRateLogger, ThroughputMeter
+from app.callbacks import LearningRateLogger, RoutingMonitor, ThroughputMeter
 from app.config import TrainConfig
 from app.devices import distribution_strategy
 from models.backbones import build_backbone
 from models.errors import ModelConfigError
+from models.backbones.base import block_name
+from models.compact import compact_classifier, fixed_decisions
+from models.spottune import POLICY_NAME, set_inference_mode
+from models.split_optimizer import SplitOptimizer
 from models.strategies import StrategyOptions, get_strategy
+from models.strategies.spottune import DEFAULT_TAU
+from models.temperature_schedule import TemperatureSchedule, gumbel_gates
+from models.transfer_trainer import TransferTrainer, logits_of
 
 DECATHLON_IMAGE_SIZE = 72
+DEFAULT_POLICY_LR = 0.01  # SpotTune authors' code
+DEFAULT_POLICY_WEIGHT_DECAY = 1e-3  # SpotTune authors' code
+ROUTING_FILE = "routing_heatmap.png"
+COMPACT_FILE = "compact.keras"
+ROUTED_STRATEGY_EVAL_SPLIT_ORDER = ("test", "validation", "train")
 
 
 def check_backbone_name(name):
@@ -43,9 +55,8 @@ def resolve_image_size(config, bundle, backbone):
     """--image-size, else the dataset's natural size (Decathlon: 72), else the backbone's."""
     if config.image_size:
         return int(config.image_size)
-    natural = getattr(bundle, "default_image_size", None)
-    if natural:
-        return int(natural)
+    if str(bundle.policy).startswith("decathlon"):
+        return DECATHLON_IMAGE_SIZE
     return int(backbone.default_image_size)
 
 
@@ -68,8 +79,25 @@ def resolve_normalization(config, bundle, backbone):
     return dataset_stats, "dataset"
 
 
-def make_optimizer(config, steps_per_epoch):
-    """SGD with momentum (or Adam) on a linear-warmup + cosine schedule over the whole run."""
+def make_optimizer(config, steps_per_epoch, routed=False):
+    """SGD with momentum (or Adam) on a linear-warmup + cosine schedule over the whole run.
+
+    For routed (SpotTune) strategies the policy network gets its own optimizer (authors' code:
+    SGD, lr 0.01, momentum 0.9, weight decay 1e-3, against lr 0.1 for the network), combined
+    with the network's in a `SplitOptimizer`.
+    """
+    main = _network_optimizer(config, steps_per_epoch)
+    if not routed:
+        return main
+    policy = keras.optimizers.SGD(
+        learning_rate=float(config.extra.get("policy_lr", DEFAULT_POLICY_LR)),
+        momentum=0.9,
+        weight_decay=float(config.extra.get("policy_weight_decay", DEFAULT_POLICY_WEIGHT_DECAY)) or None,
+    )
+    return SplitOptimizer(main, policy, [POLICY_NAME + "/"])
+
+
+def _network_optimizer(config, steps_per_epoch):
     total_steps = max(1, steps_per_epoch * config.epochs)
     warmup_steps = min(config.warmup_epochs, max(config.epochs - 1, 0)) * steps_per_epoch
     if config.schedule == "cosine":
@@ -100,15 +128,6 @@ def build_model(config, bundle, num_blocks_check=True):
     normalization, normalization_source = resolve_normalization(config, bundle, backbone)
     model = strategy.build(backbone, bundle.num_classes, normalization, options)
     return model, backbone, image_size, normalization_source
-
-
-def logits_of(outputs):
-    """The class logits of a model's outputs (plain tensor, or the "logits" entry of a dict)."""
-    if isinstance(outputs, dict):
-        return outputs["logits"]
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0]
-    return outputs
 
 
 def predict_labels(model, dataset):
@@ -174,10 +193,13 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     distribution = distribution_strategy(config.distribute)
 
     with distribution.scope():
-        model, backbone, image_size, normalization_source = build_model(config, bundle)
+        network, backbone, image_size, normalization_source = build_model(config, bundle)
+        terms = get_strategy(config.strategy).training_terms(network, strategy_options(config))
+        model = TransferTrainer(network, terms=terms, name="trainer")
         steps_per_epoch = max(1, math.ceil(bundle.split_sizes["train"] / config.batch_size))
+        routed = get_strategy(config.strategy).routed
         model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch),
+            optimizer=make_optimizer(config, steps_per_epoch, routed=routed),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
@@ -208,6 +230,10 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         keras.callbacks.BackupAndRestore(rd.path(run_directory, rd.BACKUP_DIR), save_freq="epoch", delete_checkpoint=False),
         throughput,
         LearningRateLogger(),
+    ]
+    if routed:
+        callbacks += routing_callbacks(config, network, bundle, image_size, run_directory, validation_data)
+    callbacks += [
         keras.callbacks.CSVLogger(rd.path(run_directory, rd.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(rd.path(run_directory, rd.LOGS_DIR), update_freq="epoch", write_graph=False),
     ]
@@ -225,9 +251,12 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         raise
     fit_seconds = time.perf_counter() - started
 
-    model.save(rd.path(run_directory, rd.MODEL_FILE))
+    network.save(rd.path(run_directory, rd.MODEL_FILE))
     splits = evaluation_splits(bundle, config.extra.get("eval_splits"))
-    accuracy, images = evaluate_run_model(model, bundle, image_size, config.batch_size, splits)
+    accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
+    extra_metrics = {}
+    if routed:
+        extra_metrics = finish_routed_run(config, network, bundle, image_size, run_directory, accuracy, splits)
     metrics = {
         "accuracy": accuracy,
         "images": images,
@@ -239,16 +268,74 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         "image_size": image_size,
         "normalization": normalization_source,
         "backbone_weights": backbone.weights_source,
-        "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
-        "total_parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(np.prod(v.shape) for v in network.trainable_weights)),
+        "total_parameters": int(network.count_params()),
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "skipped_images": _skipped_count(bundle),
         "distribute": config.distribute,
         "replicas": int(distribution.num_replicas_in_sync),
+        **extra_metrics,
     }
     rd.write_json(run_directory, rd.METRICS_FILE, metrics)
     if os.path.isdir(rd.path(run_directory, rd.BACKUP_DIR)):
         shutil.rmtree(rd.path(run_directory, rd.BACKUP_DIR), ignore_errors=True)
     return metrics
+
+
+def routing_callbacks(config, network, bundle, image_size, run_directory, validation_data):
+    """Temperature schedule and per-epoch routing logs for SpotTune strategies."""
+    extra = config.extra
+    callbacks = [
+        TemperatureSchedule(
+            initial=float(extra.get("tau", DEFAULT_TAU)),
+            schedule=extra.get("tau_schedule", "constant"),
+            rate=float(extra.get("tau_rate", 0.05)),
+            minimum=float(extra.get("tau_min", 0.5)),
+            gates=gumbel_gates(network),
+        )
+    ]
+    monitor_data = validation_data or bundle.batches("train", config.batch_size, training=False, image_size=image_size)
+    callbacks.append(RoutingMonitor(network, monitor_data, bundle.class_names, rd.path(run_directory, rd.LOGS_DIR, "routing")))
+    return callbacks
+
+
+def finish_routed_run(config, network, bundle, image_size, run_directory, accuracy, splits):
+    """Routing statistics, heatmap, sampled accuracy, and (global policies) the compact model."""
+    from app.routing_report import routing_statistics, save_heatmap
+
+    split = next((s for s in ROUTED_STRATEGY_EVAL_SPLIT_ORDER if s in splits), splits[0])
+    data = bundle.batches(split, config.batch_size, training=False, image_size=image_size)
+    statistics = routing_statistics(network, data, bundle.class_names)
+    statistics["split"] = split
+    save_heatmap(statistics, rd.path(run_directory, ROUTING_FILE))
+    routing = {"inference": "deterministic", **statistics}
+
+    set_inference_mode(network, "sample")
+    sampled, _ = evaluate_run_model(network, bundle, image_size, config.batch_size, [split])
+    set_inference_mode(network, "deterministic")
+    routing["accuracy_sampled"] = {split: sampled[split]}
+
+    strategy = get_strategy(config.strategy)
+    if strategy.policy == "global":
+        decisions = fixed_decisions(network)
+        forced = config.k is not None and sum(decisions) != config.k
+        if forced:
+            decisions = fixed_decisions(network, k=config.k)
+        compact = compact_classifier(network, decisions=decisions)
+        compact.save(rd.path(run_directory, COMPACT_FILE))
+        compact_accuracy, _ = evaluate_run_model(compact, bundle, image_size, config.batch_size, splits)
+        routing.update(
+            {
+                "decisions": decisions,
+                "finetuned_blocks": [i for i, d in enumerate(decisions) if d],
+                "finetuned_block_names": [block_name(i) for i, d in enumerate(decisions) if d],
+                "forced_top_k": bool(forced),
+                "compact_file": COMPACT_FILE,
+                "compact_accuracy": compact_accuracy,
+                "compact_parameters": int(compact.count_params()),
+            }
+        )
+    return {"routing": routing}
 
 
 def _skipped_count(bundle):

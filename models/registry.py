@@ -5,6 +5,10 @@ import importlib
 LAYER_MODULES = (
     "models.preprocessing",
     "models.backbones",
+    "models.training_term",
+    "models.transfer_trainer",
+    "models.spottune",
+    "models.split_optimizer",
 )
 
 

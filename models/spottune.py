@@ -142,8 +142,8 @@ def build_spottune_classifier(
     set_trainable(backbone.stem, bool(train_stem))
     routed = [
         RoutedBlock(
-            clone_layer(block, name="pretrained"),
-            clone_layer(block, name="finetuned"),
+            clone_layer(block, name=f"{block_name(index)}_pretrained"),
+            clone_layer(block, name=f"{block_name(index)}_finetuned"),
             index=index,
             frozen_bn=frozen_bn,
             name=block_name(index),

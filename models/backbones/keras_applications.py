@@ -20,7 +20,7 @@ from models.backbones.base import HEAD_NAME, STEM_NAME, Backbone, block_name
 from models.errors import ModelConfigError
 from models.weights import resolve_weights, weights_format
 from models.weights.keras_file import load_keras_weights
-from models.weights.state_dict import _first_line
+from models.weights.state_dict import first_line
 
 CAFFE_NORMALIZATION = {
     "mean": [103.939, 116.779, 123.68],
@@ -115,7 +115,7 @@ def _load_legacy_h5(model, path, name):
         model.load_weights(str(path))
     except (ValueError, KeyError, OSError) as error:
         raise ModelConfigError(
-            f"{path.name} does not match {name}: {_first_line(error)}; pass the Keras {SPECS[name]['default_file']}"
+            f"{path.name} does not match {name}: {first_line(error)}; pass the Keras {SPECS[name]['default_file']}"
         ) from None
 
 

@@ -3,6 +3,7 @@
 from models.errors import ModelConfigError
 from models.strategies.base import BN_MODES, Strategy, StrategyOptions
 from models.strategies.baselines import FineTune, LastK, LinearProbe
+from models.strategies.spottune import GlobalK, SpotTune, SpotTuneGlobal
 
 STRATEGIES = {
     strategy.name: strategy
@@ -10,6 +11,9 @@ STRATEGIES = {
         FineTune(),
         LinearProbe(),
         LastK(),
+        SpotTune(),
+        SpotTuneGlobal(),
+        GlobalK(),
     )
 }
 

@@ -39,6 +39,7 @@ class Strategy:
     description = ""
     uses_k = False
     requires_k = False
+    routed = False  # SpotTune-style: a policy routes blocks between a frozen and a fine-tuned copy
 
     def check(self, options, num_blocks):
         """Raise ModelConfigError (one line) when `options` do not fit a backbone of `num_blocks` blocks."""
@@ -59,6 +60,10 @@ class Strategy:
     def build(self, backbone, num_classes, normalization, options):
         """Return a keras.Model mapping images in [0, 255] to class logits, trainable flags set."""
         raise NotImplementedError
+
+    def training_terms(self, network, options):
+        """Extra loss terms (`models.training_term.TrainingTerm`) the strategy adds while training."""
+        return []
 
     def trainable_summary(self, model):
         """Names of the top-level layers that have trainable weights, for the run's config."""

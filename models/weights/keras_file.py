@@ -14,7 +14,7 @@ import h5py
 import keras
 
 from models.errors import ModelConfigError
-from models.weights.state_dict import _first_line
+from models.weights.state_dict import first_line
 
 _DUMMY_NORMALIZATION = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 
@@ -36,7 +36,7 @@ def _describe_load_error(error):
         return f"{count[1]} layers could not be loaded (e.g. {path[1]}: file {shapes[2]} vs model {shapes[1]})"
     if count:
         return f"{count[1]} layers could not be loaded"
-    return _first_line(error)
+    return first_line(error)
 
 
 def _classifier_units(path, backbone):
@@ -81,7 +81,7 @@ def _load_keras_model(backbone, path):
     try:
         model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for unreadable or unsafe files
-        raise ModelConfigError(f"{Path(path).name} could not be loaded as a Keras model ({_first_line(error)})") from None
+        raise ModelConfigError(f"{Path(path).name} could not be loaded as a Keras model ({first_line(error)})") from None
     parts = split_classifier(model)
     sources = [parts.stem, *parts.blocks, parts.head]
     targets = [backbone.stem, *backbone.blocks, backbone.head]

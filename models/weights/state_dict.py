@@ -72,7 +72,7 @@ def read_npz_state_dict(path):
         with np.load(path, allow_pickle=False) as data:
             state = {key: data[key] for key in data.files}
     except (OSError, ValueError) as error:
-        raise ModelConfigError(f"{path.name} is not a readable .npz file ({_first_line(error)})") from None
+        raise ModelConfigError(f"{path.name} is not a readable .npz file ({first_line(error)})") from None
     return _clean(state, path.name)
 
 
@@ -97,7 +97,7 @@ def read_torch_state_dict(path):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, runtime and zip errors alike
         raise ModelConfigError(
-            f"{path.name} could not be read as a PyTorch state dict ({_first_line(error)}); re-save it with "
+            f"{path.name} could not be read as a PyTorch state dict ({first_line(error)}); re-save it with "
             "torch.save(net.state_dict(), PATH)"
         ) from None
     for _ in range(2):
@@ -142,7 +142,8 @@ def _summary(keys):
     return _examples(keys)
 
 
-def _first_line(error):
+def first_line(error):
+    """The first line of an exception message (Keras and torch errors span many lines)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 

@@ -1,0 +1,25 @@
+"""The interface of an extra loss term: a regulariser penalty or a strategy's auxiliary loss."""
+
+import keras
+
+from models.serialization import PACKAGE
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TrainingTerm(keras.layers.Layer):
+    """A scalar added to the task loss while training, reported as a metric under its name.
+
+    Subclasses implement `call(outputs, training=None)`, where `outputs` is what the network
+    returned for the batch (a logits tensor, or a dict with "logits" and strategy-specific
+    entries such as routing decisions), and return the term's value already multiplied by its
+    weight. A term that needs the network's variables (an SP penalty) keeps references to them
+    without owning them, and owns only its own state (for instance the starting point w0, as
+    non-trainable weights, so that it is saved with the training checkpoint and a resumed run
+    keeps it).
+
+    Args:
+        **kwargs: passed to `keras.layers.Layer` (the `name` is the metric's name).
+    """
+
+    def call(self, outputs, training=None):
+        raise NotImplementedError

@@ -1,0 +1,78 @@
+"""The model that `fit` trains: a classifier plus the extra loss terms of a method."""
+
+import keras
+
+from models.serialization import PACKAGE
+
+
+def logits_of(outputs):
+    """The class logits in a network's outputs: the tensor itself, or the "logits" entry of a dict."""
+    if isinstance(outputs, dict):
+        return outputs["logits"]
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TransferTrainer(keras.Model):
+    """Trains `network` on `task loss + sum of terms`, and reports each term as a metric.
+
+    `loss = CE(y, logits) + sum_t term_t(outputs)`; every term's batch value is averaged into a
+    metric of the same name (so it appears in the progress bar, history.csv, TensorBoard and
+    metrics.json, with a `val_` twin on validation data). The compiled loss and metrics see only
+    the logits. After training, `network` alone is saved as the run's model: the trainer and its
+    terms are training machinery, kept in the resume checkpoint (with the terms' state, such as
+    the SP starting point w0) but not in the deployable model.
+
+    Args:
+        network: a keras.Model mapping images to logits, or to a dict holding "logits".
+        terms: `models.training_term.TrainingTerm` layers.
+        **kwargs: passed to `keras.Model`.
+
+    Call arguments:
+        inputs: a batch of images.
+        training: training or inference mode, passed to the network.
+
+    Example:
+    >>> trainer = TransferTrainer(classifier, terms=[])
+    >>> trainer.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    """
+
+    def __init__(self, network, terms=(), **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.terms = list(terms)
+        self.term_trackers = [keras.metrics.Mean(name=term.name) for term in self.terms]
+        # The network is a built functional model and every term creates its state when it is
+        # constructed, so the trainer has nothing left to build (BackupAndRestore needs it built).
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=logits_of(y_pred), sample_weight=sample_weight, training=training)
+        for term, tracker in zip(self.terms, self.term_trackers):
+            value = keras.ops.cast(term(y_pred, training=training), loss.dtype)
+            tracker.update_state(value)
+            loss = loss + value
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, logits_of(y_pred), sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "network": keras.saving.serialize_keras_object(self.network),
+                "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        config["terms"] = [keras.saving.deserialize_keras_object(term) for term in config.get("terms", [])]
+        return cls(**config)
