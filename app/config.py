@@ -24,7 +24,7 @@ class TrainConfig:
     k: int | None = None
     bn: str = "train"
     dropout: float = 0.0
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9

@@ -321,6 +321,9 @@ def finish_routed_run(config, network, bundle, image_size, run_directory, accura
         forced = config.k is not None and sum(decisions) != config.k
         if forced:
             decisions = fixed_decisions(network, k=config.k)
+        policy_logits = keras.ops.convert_to_numpy(network.get_layer(POLICY_NAME).logits)
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(policy_logits, axis=-1))[:, 1]
+        routing["policy_probabilities"] = [round(float(p), 6) for p in probabilities]
         compact = compact_classifier(network, decisions=decisions)
         compact.save(rd.path(run_directory, COMPACT_FILE))
         compact_accuracy, _ = evaluate_run_model(compact, bundle, image_size, config.batch_size, splits)

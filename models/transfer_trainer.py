@@ -19,7 +19,11 @@ class TransferTrainer(keras.Model):
     `loss = CE(y, logits) + sum_t term_t(outputs)`; every term's batch value is averaged into a
     metric of the same name (so it appears in the progress bar, history.csv, TensorBoard and
     metrics.json, with a `val_` twin on validation data). The compiled loss and metrics see only
-    the logits. After training, `network` alone is saved as the run's model: the trainer and its
+    the logits. Two optional hooks for terms that need more than the outputs (DELTA):
+    a term with `needs_inputs = True` is called as `term(outputs, images=x, training=...)`; and
+    when a term lists `feature_layers` (layer names of the network), the trainer runs a view of
+    the network sharing all its layers and returns `{"logits": ..., "features": {name: output}}`,
+    so intermediate feature maps come from the same forward pass. After training, `network` alone is saved as the run's model: the trainer and its
     terms are training machinery, kept in the resume checkpoint (with the terms' state, such as
     the SP starting point w0) but not in the deployable model.
 
@@ -42,17 +46,24 @@ class TransferTrainer(keras.Model):
         self.network = network
         self.terms = list(terms)
         self.term_trackers = [keras.metrics.Mean(name=term.name) for term in self.terms]
+        self._feature_view = _FeatureView.of(network, self.terms)
         # The network is a built functional model and every term creates its state when it is
         # constructed, so the trainer has nothing left to build (BackupAndRestore needs it built).
         self.built = True
 
     def call(self, inputs, training=None):
+        if self._feature_view is not None:
+            return self._feature_view.model(inputs, training=training)
         return self.network(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=logits_of(y_pred), sample_weight=sample_weight, training=training)
         for term, tracker in zip(self.terms, self.term_trackers):
-            value = keras.ops.cast(term(y_pred, training=training), loss.dtype)
+            if getattr(term, "needs_inputs", False):
+                value = term(y_pred, images=x, training=training)
+            else:
+                value = term(y_pred, training=training)
+            value = keras.ops.cast(value, loss.dtype)
             tracker.update_state(value)
             loss = loss + value
         return loss
@@ -76,3 +87,24 @@ class TransferTrainer(keras.Model):
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         config["terms"] = [keras.saving.deserialize_keras_object(term) for term in config.get("terms", [])]
         return cls(**config)
+
+
+class _FeatureView:
+    """A view of `network` (shared layers) returning its logits and the outputs of named layers.
+
+    Held outside Keras' tracking (a plain object), so the trainer's checkpoint saves the network once.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def of(cls, network, terms):
+        names = []
+        for term in terms:
+            names += [name for name in getattr(term, "feature_layers", ()) if name not in names]
+        if not names:
+            return None
+        features = {name: network.get_layer(name).output for name in names}
+        outputs = {"logits": logits_of(network.output), "features": features}
+        return cls(keras.Model(network.inputs, outputs, name=f"{network.name}_features"))

@@ -1,0 +1,155 @@
+"""Regularisers of fine-tuning: SP penalties (L2, L2-SP, L2-SP-Fisher, L1-SP, GL-SP, GL-SP-Fisher) and DELTA.
+
+Each penalty family is one module whose function returns the *raw* penalty (no trade-off weight)
+and whose `TrainingTerm` multiplies it by alpha (Transfer-Learning-Library style: the weights live
+in the config). `build_penalty_terms` is the registry: a regulariser name -> the terms added to
+the task loss, each logged as a metric under its name.
+
+    name          terms (metric names)     formula
+    none          -                        -
+    l2            l2, l2_new               alpha/2 ||w_S||^2 + beta/2 ||w_new||^2
+    l2sp          l2sp, l2_new             alpha/2 ||w_S - w_S^0||^2 + beta/2 ||w_new||^2
+    l2sp_fisher   l2sp_fisher, l2_new      alpha/2 sum_j F_j (w_j - w_j^0)^2 + beta/2 ||w_new||^2
+    l1sp          l1sp, l2_new             alpha sum_j |w_j - w_j^0| + beta/2 ||w_new||^2
+    gl_sp         gl_sp, l2_new            alpha sum_g sqrt(n_g) ||w_g - w_g^0|| + beta/2 ||w_new||^2
+    gl_sp_fisher  gl_sp_fisher, l2_new     alpha sum_g sqrt(sum_{j in g} F_j) ||w_g - w_g^0|| + beta/2 ||w_new||^2
+    delta         delta, l2_new            alpha sum_j sum_c W_jc 1/2 ||FM_jc(w) - FM_jc(w0)||^2 / (h w) + beta/2 ||w_new||^2
+
+References: Li, Grandvalet, Davoine, ICML 2018 (https://arxiv.org/abs/1802.01483);
+Li et al., ICLR 2019 (https://arxiv.org/abs/1901.09229).
+"""
+
+import typing
+
+from models.errors import ModelConfigError
+from models.regularizers.delta import DeltaPenalty
+from models.regularizers.group_lasso_sp import GroupLassoSPPenalty
+from models.regularizers.l1_sp import L1SPPenalty
+from models.regularizers.l2_sp import L2SPPenalty
+from models.regularizers.variables import PENALIZE, keyed_variables, new_variables, shared_variables
+from models.regularizers.weight_decay import WeightDecayPenalty
+
+
+class Defaults(typing.NamedTuple):
+    """Default trade-off weights of a regulariser, and where they come from."""
+
+    alpha: float
+    beta: float
+    source: str
+
+
+DEFAULTS = {
+    "none": Defaults(0.0, 0.0, "-"),
+    "l2": Defaults(1e-4, 1e-3, "authors' code (L2-SP paper): 1e-4 on the pretrained layers, 1e-3 on the new ones"),
+    "l2sp": Defaults(0.1, 0.01, "authors' code (L2-SP)"),
+    "l2sp_fisher": Defaults(0.1, 0.01, "as L2-SP, with F normalised to mean 1 (our choice)"),
+    "l1sp": Defaults(1e-4, 0.01, "our choice: the pull alpha equals L2-SP's at |w - w0| = 1e-3; no published value"),
+    "gl_sp": Defaults(1e-4, 0.01, "our choice: same strength as L1-SP for uniform displacements; no published value"),
+    "gl_sp_fisher": Defaults(1e-4, 0.01, "as GL-SP, with F normalised to mean 1 (our choice)"),
+    "delta": Defaults(0.01, 0.01, "authors' code (DELTA)"),
+}
+REGULARIZERS = tuple(DEFAULTS)
+NEEDS_STARTING_POINT = ("l2sp", "l2sp_fisher", "l1sp", "gl_sp", "gl_sp_fisher")
+NEEDS_FISHER = ("l2sp_fisher", "gl_sp_fisher")
+NEEDS_ATTENTION = ("delta",)
+NEW_WEIGHTS_TERM = "l2_new"
+
+
+def check_regularizer(name, alpha=None, beta=None, penalize=None):
+    """Raise ModelConfigError (one line) for an unknown name or a negative / non-finite weight."""
+    if name not in DEFAULTS:
+        raise ModelConfigError(f"unknown regularizer {name!r}; choose one of: {', '.join(REGULARIZERS)}")
+    for flag, value in (("alpha", alpha), ("beta", beta)):
+        if value is None:
+            continue
+        if not (float(value) >= 0 and float(value) < float("inf")):
+            raise ModelConfigError(f"--{flag} must be a number >= 0, got {value}; pass e.g. --{flag} {getattr(DEFAULTS['l2sp'], flag)}")
+        if name == "none":
+            raise ModelConfigError(f"--{flag} has no meaning with --regularizer none; drop it or choose a regularizer such as l2sp")
+    if penalize is not None and penalize not in PENALIZE:
+        raise ModelConfigError(f"unknown --penalize {penalize!r}; use one of {', '.join(PENALIZE)}")
+
+
+def build_penalty_terms(
+    name,
+    network,
+    alpha=None,
+    beta=None,
+    penalize="kernels",
+    starts=None,
+    fisher=None,
+    attention=None,
+    hooks=None,
+):
+    """The `TrainingTerm`s of regulariser `name` for `network`.
+
+    Call it on a freshly built network (it holds the pretrained weights): the SP terms snapshot
+    w0 from it, DELTA copies its pretrained parts.
+
+    Args:
+        name: one of `REGULARIZERS`.
+        network: an assembled classifier or SpotTune model.
+        alpha, beta: trade-off weights (None: `DEFAULTS[name]`).
+        penalize: "kernels" (conv and dense kernels only, the authors' choice) or "all" (every
+            trainable weight, BatchNorm and biases included), for the shared and the new weights.
+        starts: optional {variable key: array} of w0 (keys from `variables.variable_key`); a
+            variable without an entry starts from its current value (the default for all).
+        fisher: for the *_fisher regularisers, {variable key: array} of the diagonal Fisher (same keys).
+        attention: for delta, list of `[C_j]` channel attention arrays, one per hook.
+        hooks: for delta, the hooked layer names.
+
+    Returns:
+        a list of `TrainingTerm`s (empty for "none").
+
+    Raises:
+        ModelConfigError: unknown name, bad weights, missing Fisher or attention.
+    """
+    check_regularizer(name, alpha, beta, penalize)
+    defaults = DEFAULTS[name]
+    alpha = defaults.alpha if alpha is None else float(alpha)
+    beta = defaults.beta if beta is None else float(beta)
+    if name == "none":
+        return []
+    shared = keyed_variables(shared_variables(network, penalize))
+    new = [v for _, v in new_variables(network, penalize)]
+    new_term = WeightDecayPenalty(new, beta, name=NEW_WEIGHTS_TERM)
+    if name == "l2":
+        return [WeightDecayPenalty(list(shared.values()), alpha, name="l2"), new_term]
+    if name == "delta":
+        if attention is None or hooks is None:
+            raise ModelConfigError("--regularizer delta needs the channel attention and hooked layers (computed by app.regularization)")
+        return [DeltaPenalty(network, hooks, attention, alpha, name="delta"), new_term]
+
+    variables = list(shared.values())
+    start_values = None
+    if starts is not None:
+        start_values = [starts.get(key) for key in shared]  # None: the variable's value now
+    fisher_values = None
+    if name in NEEDS_FISHER:
+        missing = [key for key in shared if fisher is None or key not in fisher]
+        if missing:
+            raise ModelConfigError(f"--regularizer {name} needs the Fisher information of {len(missing)} weights (first: {missing[0]})")
+        fisher_values = [fisher[key] for key in shared]
+    if name in ("l2sp", "l2sp_fisher"):
+        term = L2SPPenalty(variables, alpha, starts=start_values, coefficients=fisher_values, name=name)
+    elif name == "l1sp":
+        term = L1SPPenalty(variables, alpha, starts=start_values, name=name)
+    else:
+        term = GroupLassoSPPenalty(variables, alpha, starts=start_values, fisher=fisher_values, name=name)
+    return [term, new_term]
+
+
+__all__ = [
+    "DEFAULTS",
+    "NEEDS_ATTENTION",
+    "NEEDS_FISHER",
+    "NEEDS_STARTING_POINT",
+    "REGULARIZERS",
+    "DeltaPenalty",
+    "GroupLassoSPPenalty",
+    "L1SPPenalty",
+    "L2SPPenalty",
+    "WeightDecayPenalty",
+    "build_penalty_terms",
+    "check_regularizer",
+]

@@ -1,0 +1,118 @@
+"""DELTA: keep the fine-tuned network's feature maps close to the pretrained network's, channel by channel."""
+
+import keras
+from keras import ops
+
+from models.regularizers.parts import feature_extractor, pretrained_parts
+from models.regularizers.references import Untracked
+from models.serialization import PACKAGE
+from models.training_term import TrainingTerm
+
+
+def attention_feature_distance(current, pretrained, attention):
+    """Raw DELTA penalty `sum_j sum_b sum_c C_j W_jc * 1/2 ||FM_jc(w, x_b) - FM_jc(w0, x_b)||^2 / (h_j w_j)`.
+
+    As the authors' code computes it (DELTA repository; Transfer-Learning-Library's
+    `AttentionBehavioralRegularization`): the squared distance of each channel's map is divided by
+    its spatial size, weighted by the channel attention W_jc times the number of channels C_j (the
+    softmax attention sums to 1 over a layer, so C_j W_jc averages 1), and **summed** over the
+    examples of the batch. The paper's formula omits C_j and the batch sum; with them, the authors'
+    alpha = 0.01 is the strength the authors used (at their batch size; the term grows with the
+    batch size, while the cross-entropy is a batch mean).
+
+    Args:
+        current: list of feature maps `[B, h_j, w_j, C_j]` of the network being trained.
+        pretrained: list of the pretrained network's feature maps on the same batch (no gradient
+            flows into them).
+        attention: list of `[C_j]` channel weights W_j.
+
+    Returns:
+        a float32 scalar.
+    """
+    total = ops.zeros((), "float32")
+    for fm, fm0, weights in zip(current, pretrained, attention):
+        fm = ops.cast(fm, "float32")
+        fm0 = ops.stop_gradient(ops.cast(fm0, "float32"))
+        shape = ops.shape(fm)
+        area = ops.cast(shape[1] * shape[2], "float32")
+        channels = float(fm.shape[-1])
+        per_channel = ops.sum(ops.square(fm - fm0), axis=(1, 2)) / area  # [B, C]
+        total = total + 0.5 * channels * ops.sum(per_channel * ops.cast(weights, "float32"))
+    return total
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DeltaPenalty(TrainingTerm):
+    """DELTA's feature-map term: `alpha * attention_feature_distance(FM(w, x), FM(w0, x), W)`.
+
+    FM_j is the output of hooked layer j (the last block of each stage). FM(w0, x) comes from a
+    frozen copy of the pretrained normalization + stem + blocks (up to the last hook), owned by
+    this term and taken when it is built (a freshly built network holds the pretrained weights),
+    so it is saved with the resume checkpoint; running it is the extra forward pass DELTA costs.
+    FM(w, x) is read from the trainer's outputs (`outputs["features"][layer name]`: the
+    `TransferTrainer` returns them when a term lists `feature_layers`), so the network runs once
+    per step; without them the term recomputes them from the batch images with a view of the
+    network (a second forward pass through the trained layers). The channel attention W comes
+    from `models.regularizers.channel_attention.estimate_channel_attention`. The
+    `beta/2 ||w_new||^2` part of DELTA is a separate term (`WeightDecayPenalty`).
+    Authors' defaults: alpha 0.01, beta 0.01, no other weight decay.
+
+    Args:
+        network: the network being trained (a freshly built one: its parts are copied as w0).
+        hooks: names of the hooked layers (`models.regularizers.parts.hook_layer_names`).
+        attention: list of `[C_j]` arrays, the channel attention of each hooked layer.
+        alpha: trade-off weight.
+        **kwargs: passed to `TrainingTerm` (`name` is the metric's name).
+
+    Call arguments:
+        outputs: the trainer's outputs for the batch: a dict with "logits" and "features".
+        images: the batch images (the input of the pretrained copy).
+        training: unused (the pretrained copy always runs in inference mode).
+
+    Example:
+    >>> term = DeltaPenalty(model, ["block_03", "block_06", "block_09"], attention, alpha=0.01, name="delta")
+
+    Reference:
+    - [Li et al., DELTA: DEep Learning Transfer using Feature Map with Attention for Convolutional
+      Networks (ICLR 2019)](https://arxiv.org/abs/1901.09229)
+    """
+
+    needs_inputs = True
+
+    def __init__(self, network, hooks, attention, alpha, **kwargs):
+        super().__init__(**kwargs)
+        if float(alpha) < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.feature_layers = tuple(hooks)
+        if len(attention) != len(self.feature_layers):
+            raise ValueError(f"{len(attention)} attention vectors for {len(self.feature_layers)} hooked layers")
+        self.pretrained = feature_extractor(pretrained_parts(network), self.feature_layers)
+        self._current = Untracked(
+            keras.Model(network.inputs, [network.get_layer(name).output for name in self.feature_layers], name="current_features")
+        )
+        self.attention = []
+        for index, (name, weights) in enumerate(zip(self.feature_layers, attention)):
+            channels = network.get_layer(name).output.shape[-1]
+            if len(weights) != channels:
+                raise ValueError(f"attention for {name} has {len(weights)} entries, the layer has {channels} channels")
+            variable = self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name=f"attention_{index}")
+            variable.assign(ops.convert_to_numpy(ops.cast(weights, "float32")))
+            self.attention.append(variable)
+        self.built = True
+
+    def call(self, outputs, images=None, training=None):
+        if images is None:
+            raise ValueError("DeltaPenalty needs the batch images (the trainer passes them to terms with needs_inputs)")
+        features = outputs.get("features") if isinstance(outputs, dict) else None
+        if features is not None:
+            current = [features[name] for name in self.feature_layers]
+        else:
+            current = self._current.value(images, training=training)
+        pretrained = self.pretrained(images, training=False)
+        return self.alpha * attention_feature_distance(current, pretrained, self.attention)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "hooks": list(self.feature_layers)})
+        return config
