@@ -111,8 +111,8 @@ def _hypermodel_class():
         """Builds and fits one trial: `base` with the trial's alpha, beta, lr and k.
 
         Every hyper-parameter has a default (the base configuration's value, or the regulariser's
-        default), so the first trial of a random search is the default configuration, and tests
-        can pin values with `hp.Fixed`.
+        default), used when KerasTuner first builds the model to discover the space; tests pin
+        values with `hp.Fixed`.
         """
 
         def __init__(self, base, bundle, searched, ranges, num_blocks, work_directory, verbose=0):
@@ -168,6 +168,7 @@ def _hypermodel_class():
                 initial_epoch=kwargs.get("initial_epoch", 0),
                 callbacks=kwargs.get("callbacks", []),
                 verbose=kwargs.get("verbose", self.verbose),
+                shuffle=False,
             )
 
     return TransferHyperModel
@@ -213,6 +214,28 @@ def searched_names(args, base, uses_k):
                 f"--search {name} does not apply here (regularizer {settings['regularizer']}, strategy {base.strategy}); searchable: {', '.join(available)}"
             )
     return requested
+
+
+def write_hparams_config(logdir, ranges, searched, num_blocks):
+    """The HParams experiment summary at the root of the TensorBoard logs (the per-trial sessions
+    are written by KerasTuner's TensorBoard integration), so the HParams view lists the domains
+    and the held-out accuracy."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    hparams = []
+    for name in searched:
+        if name == "k":
+            hparams.append(hparams_api.HParam("k", hparams_api.IntInterval(1, int(num_blocks))))
+        else:
+            hparams.append(hparams_api.HParam(name, hparams_api.RealInterval(*map(float, ranges[name]))))
+    metrics = [
+        hparams_api.Metric("epoch_accuracy", group="validation", display_name="held-out accuracy"),
+        hparams_api.Metric("epoch_loss", group="validation", display_name="held-out loss"),
+        hparams_api.Metric("epoch_accuracy", group="train", display_name="training accuracy"),
+    ]
+    with tf.summary.create_file_writer(logdir).as_default():
+        hparams_api.hparams_config(hparams=hparams, metrics=metrics)
 
 
 def trial_rows(tuner, searched):
@@ -292,6 +315,7 @@ def main(argv=None):
         tuner = make_tuner(args.tuner, hypermodel, args.trials, base.epochs, out, base.seed, args.overwrite)
         tuner.search(callbacks=[keras.callbacks.TensorBoard(os.path.join(out, LOGS_DIR), update_freq="epoch", write_graph=False)], verbose=0 if args.quiet else 1)
 
+        write_hparams_config(os.path.join(out, LOGS_DIR), ranges, searched, num_blocks)
         rows = trial_rows(tuner, searched)
         csv_path, md_path = write_results(out, rows)
         best_hp = tuner.get_best_hyperparameters(1)[0]

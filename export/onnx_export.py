@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 
 from export.graph import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 
@@ -37,6 +38,20 @@ class ConversionError(RuntimeError):
 def _quiet_tf2onnx():
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences tf2onnx's prints, the root-logger advice of the quantiser and TF's interpreter warning."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated.*")
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def convert_saved_model(saved_model_dir, path, image_size):
@@ -55,7 +70,7 @@ def convert_saved_model(saved_model_dir, path, image_size):
         return {OUTPUT_NAME: signature(**{INPUT_NAME: image})[OUTPUT_NAME]}
 
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             model, _ = tf2onnx.convert.from_function(serve, input_signature=input_signature(image_size), opset=OPSET)
     except Exception as error:
         raise ConversionError(f"tf2onnx failed: {_first_line(error)}") from error
@@ -73,7 +88,7 @@ def convert_tflite(tflite_bytes, path):
         with open(source, "wb") as f:
             f.write(tflite_bytes)
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet():
                 model, _ = tf2onnx.convert.from_tflite(source, opset=OPSET)
         except Exception as error:
             raise ConversionError(f"tf2onnx (from TFLite) failed: {_first_line(error)}") from error
@@ -129,33 +144,37 @@ def quantize(float_path, path, quantize, calibration_images=None):
     Raises:
         ConversionError: the quantiser failed.
     """
-    import shutil
-
-    import onnx
-
     _quiet_tf2onnx()
     try:
-        if quantize == "none":
-            if os.path.abspath(float_path) != os.path.abspath(path):
-                shutil.copyfile(float_path, path)
-        elif quantize == "float16":
-            from onnxruntime.transformers.float16 import convert_float_to_float16
-
-            model = convert_float_to_float16(onnx.load(float_path), keep_io_types=True)
-            onnx.save(model, path)
-        elif quantize == "dynamic":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(float_path, path, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
-        elif quantize == "int8":
-            _quantize_static(float_path, path, calibration_images)
-        else:
-            raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+        with _quiet():
+            _quantize(float_path, path, quantize, calibration_images)
     except ValueError:
         raise
     except Exception as error:
         raise ConversionError(f"onnxruntime quantisation ({quantize}) failed: {_first_line(error)}") from error
     return path
+
+
+def _quantize(float_path, path, quantize, calibration_images):
+    import shutil
+
+    import onnx
+
+    if quantize == "none":
+        if os.path.abspath(float_path) != os.path.abspath(path):
+            shutil.copyfile(float_path, path)
+    elif quantize == "float16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        onnx.save(convert_float_to_float16(onnx.load(float_path), keep_io_types=True), path)
+    elif quantize == "dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(float_path, path, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
+    elif quantize == "int8":
+        _quantize_static(float_path, path, calibration_images)
+    else:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
 
 
 def _quantize_static(float_path, path, calibration_images):

@@ -92,7 +92,7 @@ def keyed_variables(pairs):
 
 def part_of_key(key):
     """The part ("stem", "block_03", "head") a `variable_key` belongs to."""
-    return key.split("|")[1]
+    return key.split("|")[0]
 
 
 def distances_by_part(current, starts):

@@ -44,9 +44,11 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_its_accuracy(tmp_pa
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
+@pytest.mark.parametrize("strategy", ["finetune", "spottune", "spottune_global", "global_k"])
+def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path, strategy):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "app.train", "--epochs", "4", "--out", str(run), *FAST_TRAIN]
+    k = ["--k", "3"] if strategy == "global_k" else []
+    command = [sys.executable, "-m", "app.train", "--epochs", "4", "--strategy", strategy, *k, "--out", str(run), *FAST_TRAIN]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     deadline = time.time() + 300

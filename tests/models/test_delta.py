@@ -1,0 +1,131 @@
+"""DELTA: the attention-weighted feature-map penalty, its pretrained copy, and the channel attention."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.errors import ModelConfigError
+from models.regularizers import build_penalty_terms
+from models.regularizers.channel_attention import attention_from_rises, estimate_channel_attention
+from models.regularizers.delta import DeltaPenalty, attention_feature_distance
+from models.regularizers.parts import hook_layer_names
+from models.regularizers.variables import shared_variables
+from models.transfer_trainer import TransferTrainer
+from tests.models.regularizer_fixtures import NUM_CLASSES, images, labels, perturb, tiny_backbone, tiny_classifier
+
+
+def uniform_attention(model, hooks):
+    return [np.full((model.get_layer(h).output.shape[-1],), 1.0 / model.get_layer(h).output.shape[-1], "float32") for h in hooks]
+
+
+def test_feature_distance_equals_the_hand_computed_value():
+    rng = np.random.default_rng(0)
+    current = [rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 2, 2, 3))]
+    pretrained = [rng.normal(size=c.shape) for c in current]
+    attention = [rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(3))]
+    expected = 0.0
+    for fm, fm0, w in zip(current, pretrained, attention):
+        b, h, wd, c = fm.shape
+        for i in range(b):
+            for ch in range(c):
+                expected += c * w[ch] * 0.5 * np.sum((fm[i, :, :, ch] - fm0[i, :, :, ch]) ** 2) / (h * wd)
+    value = attention_feature_distance(
+        [f.astype("float32") for f in current], [f.astype("float32") for f in pretrained], [a.astype("float32") for a in attention]
+    )
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_hooks_are_the_last_block_of_each_stage_and_no_stages_is_a_one_line_error():
+    assert hook_layer_names(tiny_backbone()) == ["block_01", "block_03"]
+    with pytest.raises(ModelConfigError) as error:
+        hook_layer_names(tiny_backbone(stages=()))
+    assert "declares no stages" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_delta_is_zero_when_the_network_equals_the_pretrained_one_and_a_step_reduces_it():
+    model, backbone = tiny_classifier()
+    hooks = hook_layer_names(backbone)
+    term = DeltaPenalty(model, hooks, uniform_attention(model, hooks), alpha=1.0)
+    x = images(4)
+    view = keras.Model(model.inputs, {"features": {h: model.get_layer(h).output for h in hooks}})
+    # inference mode: BatchNorm uses moving statistics in both networks (in training mode the
+    # trained network's batch statistics make the term non-zero even at w0, as in the authors' code)
+    assert float(term(view(x, training=False), images=x)) == pytest.approx(0.0, abs=1e-10)
+    assert float(term(model(x, training=False), images=x)) == pytest.approx(0.0, abs=1e-10)  # recomputes the features
+
+    variables = [v for _, v in shared_variables(model, "kernels")]
+    perturb(variables, scale=0.1)
+    before = float(term(view(x, training=False), images=x))
+    assert before > 0
+    with tf.GradientTape() as tape:
+        penalty = term(view(x, training=False), images=x)
+    keras.optimizers.SGD(0.01).apply_gradients(zip(tape.gradient(penalty, variables), variables))
+    assert float(term(view(x, training=False), images=x)) < before
+
+
+def test_trainer_passes_features_from_one_forward_pass_and_logs_delta():
+    model, backbone = tiny_classifier()
+    hooks = hook_layer_names(backbone)
+    terms = build_penalty_terms("delta", model, attention=uniform_attention(model, hooks), hooks=hooks)
+    trainer = TransferTrainer(model, terms=terms)
+    outputs = trainer(images(2), training=False)
+    assert set(outputs) == {"logits", "features"} and set(outputs["features"]) == set(hooks)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    history = trainer.fit(images(8), labels(8), batch_size=4, epochs=2, verbose=0, validation_data=(images(4, seed=3), labels(4, seed=3)))
+    assert {"delta", "l2_new", "val_delta", "accuracy"} <= set(history.history)
+    assert history.history["delta"][-1] > 0
+    # the frozen pretrained copy is the term's own (non-trainable) state; the network is not duplicated
+    assert not terms[0].trainable_weights
+    network_ids = {id(v) for v in model.weights}
+    assert not any(id(v) in network_ids for v in terms[0].weights)
+    # the pretrained copy did not move while the network trained
+    fresh, _ = tiny_classifier()
+    pretrained = terms[0].pretrained
+    x = images(2)
+    for a, b in zip(pretrained(x, training=False), keras.Model(fresh.inputs, [fresh.get_layer(h).output for h in hooks])(x, training=False)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_the_softmax_of_z_scored_rises():
+    rises = np.array([0.0, 0.1, 0.5, -0.2])
+    z = (rises - rises.mean()) / rises.std()
+    expected = np.exp(z / 5) / np.exp(z / 5).sum()
+    np.testing.assert_allclose(attention_from_rises(rises), expected, rtol=1e-6)
+    np.testing.assert_allclose(attention_from_rises(np.zeros(4)), np.full(4, 0.25))
+
+
+def test_channel_attention_estimate_has_one_weight_per_channel():
+    model, backbone = tiny_classifier()
+    hooks = hook_layer_names(backbone)
+    batches = [(images(6, seed=s), labels(6, seed=s)) for s in range(3)]
+    estimate = estimate_channel_attention(model, hooks, batches, batches, NUM_CLASSES, head_epochs=2, score_batches_count=2)
+    assert [a.shape for a in estimate.attention] == [(4,), (8,)]
+    for attention, rises in zip(estimate.attention, estimate.rises):
+        assert attention.sum() == pytest.approx(1.0, rel=1e-5) and np.all(attention > 0)
+        np.testing.assert_allclose(attention, attention_from_rises(rises), rtol=1e-5)
+    assert np.isfinite(estimate.base_loss)
+
+
+def test_channel_rise_matches_a_direct_masked_forward_pass():
+    """The batched channel masking equals zeroing one channel by hand in a plain forward pass."""
+    model, backbone = tiny_classifier()
+    hooks = ["block_01"]
+    x, y = images(4), labels(4)
+    keras.utils.set_random_seed(0)
+    estimate = estimate_channel_attention(model, hooks, [(x, y)], [(x, y)], NUM_CLASSES, head_epochs=0, score_batches_count=1, seed=0)
+    # rebuild the same head (seeded Glorot initialisation, no training) and compute the rise of channel 2 by hand
+    head = keras.layers.Dense(NUM_CLASSES, kernel_initializer=keras.initializers.GlorotUniform(0))
+    head.build((None, model.get_layer("head").output.shape[-1]))
+
+    def loss(mask):
+        h = model.get_layer("stem")(model.get_layer("normalization")(x), training=False)
+        h = model.get_layer("block_01")(h, training=False) * mask
+        for name in ("block_02", "block_03"):
+            h = model.get_layer(name)(h, training=False)
+        logits = head(model.get_layer("head")(h))
+        return float(np.mean(keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))))
+
+    mask = np.ones(4, "float32")
+    mask[2] = 0
+    assert estimate.rises[0][2] == pytest.approx(loss(mask) - loss(np.ones(4, "float32")), rel=1e-4, abs=1e-6)
