@@ -17,8 +17,8 @@ from models.strategies.base import Strategy
 
 # Default weights of the global-k terms: chosen by the sweep in bench/global_k_sweep.py
 # (table in the README). The paper publishes none.
-DEFAULT_COUNT_WEIGHT = 1.0
-DEFAULT_BINARIZE_WEIGHT = 0.1
+DEFAULT_COUNT_WEIGHT = 10.0
+DEFAULT_BINARIZE_WEIGHT = 1.0
 DEFAULT_TAU = 5.0  # authors' code, constant
 
 
