@@ -36,8 +36,9 @@ DISTANCE_PLOT = "distance_to_w0.png"
 FISHER_HEADS = ("auto", "source", "target")
 FISHER_SCALES = ("mean", "raw")
 # Flags kept in TrainConfig.extra (app.train's EXTRA_FLAGS must list them).
-EXTRA_FLAGS = ("fisher_head", "fisher_scale", "delta_head_epochs", "delta_attention_batches", "train_fraction")
-EXTRA_DEFAULTS = {"fisher_head": "auto", "fisher_scale": "mean", "delta_head_epochs": 10, "delta_attention_batches": 4}
+EXTRA_FLAGS = ("fisher_head", "fisher_scale", "delta_head_epochs", "delta_attention_batches", "delta_reduction", "train_fraction")
+EXTRA_DEFAULTS = {"fisher_head": "auto", "fisher_scale": "mean", "delta_head_epochs": 10, "delta_attention_batches": 4, "delta_reduction": "mean"}
+DELTA_REDUCTIONS = ("mean", "sum")
 
 
 def add_regularization_flags(parser):
@@ -51,13 +52,14 @@ def add_regularization_flags(parser):
         type=float,
         help="weight of the penalty on the pretrained weights (defaults: " + ", ".join(f"{n} {d.alpha:g}" for n, d in DEFAULTS.items() if n != "none") + ")",
     )
-    group.add_argument("--beta", type=float, help="weight of beta/2 ||w_new||^2 on the new classifier (and SpotTune policy) (defaults: l2 1e-3, others 0.01)")
+    group.add_argument("--beta", type=float, help="weight of beta/2 ||w_new||^2 on the new classifier (defaults: l2 1e-3, others 0.01; SpotTune policy: its own weight decay)")
     group.add_argument("--penalize", choices=PENALIZE, help="kernels (conv and dense kernels only, the authors' choice; default) or all (BatchNorm and biases too)")
     group.add_argument("--fisher-batches", type=int, help="training batches for the Fisher estimate of *_fisher (default 20; per-example gradients)")
     group.add_argument("--fisher-head", choices=FISHER_HEADS, help="log-likelihood of the Fisher: the source classifier when the backbone has one (auto, default), or the new classifier (target)")
     group.add_argument("--fisher-scale", choices=FISHER_SCALES, help="mean (default): F divided by its mean so alpha keeps L2-SP's meaning; raw: F as estimated")
     group.add_argument("--delta-head-epochs", type=int, help="DELTA: epochs of the new head trained on the frozen network before scoring channels (default 10)")
     group.add_argument("--delta-attention-batches", type=int, help="DELTA: batches averaged when scoring channels (default 4)")
+    group.add_argument("--delta-reduction", choices=DELTA_REDUCTIONS, help="DELTA: mean (default) or sum (the authors' code) of the feature term over the batch")
     group.add_argument("--train-fraction", type=float, help="train on a seeded, stratified share of the training images, e.g. 0.1 (default 1)")
     return parser
 
@@ -71,6 +73,8 @@ def settings_of(config):
         raise ModelConfigError(f"unknown --fisher-head {extra['fisher_head']!r}; use one of {', '.join(FISHER_HEADS)}")
     if extra["fisher_scale"] not in FISHER_SCALES:
         raise ModelConfigError(f"unknown --fisher-scale {extra['fisher_scale']!r}; use one of {', '.join(FISHER_SCALES)}")
+    if extra["delta_reduction"] not in DELTA_REDUCTIONS:
+        raise ModelConfigError(f"unknown --delta-reduction {extra['delta_reduction']!r}; use one of {', '.join(DELTA_REDUCTIONS)}")
     for flag, value, least in (
         ("--fisher-batches", config.fisher_batches, 1),
         ("--delta-head-epochs", extra["delta_head_epochs"], 0),
@@ -132,7 +136,9 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
     starts = _starting_point(network, run_directory)
     report = {"settings": settings, "w0_file": W0_FILE}
     fisher = attention = None
-
+    if name == "none":
+        _write_json(os.path.join(run_directory, REGULARIZATION_FILE), dict(report, terms=[]))
+        return []
     if name in NEEDS_FISHER:
         fisher, report["fisher"] = _fisher(config, settings, network, backbone, bundle, image_size, cache_directory, verbose)
     if name in NEEDS_ATTENTION:
@@ -147,6 +153,7 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
         fisher=fisher,
         attention=attention,
         hooks=hooks,
+        delta_reduction=settings["delta_reduction"],
     )
     report["terms"] = [term.name for term in terms]
     _write_json(os.path.join(run_directory, REGULARIZATION_FILE), report)
@@ -208,7 +215,7 @@ def fisher_model(network, backbone, head="auto"):
     if head in ("auto", "source") and source is not None:
         features = network.get_layer("head").output
         if features.shape[-1] == source.kernel.shape[0]:
-            return keras.Model(network.inputs, source(features), name="fisher_source_model"), "source"
+            return keras.Model(network.input, source(features), name="fisher_source_model"), "source"
     if head == "source":
         raise ModelConfigError(f"--fisher-head source: backbone {backbone.name!r} has no source classifier; use --fisher-head auto or target")
     return network, "target"

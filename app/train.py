@@ -15,6 +15,8 @@ import sys
 from app import run_dir as rd
 from app.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
 from app.errors import one_line_errors
+from app.regularization import EXTRA_FLAGS as REGULARIZATION_EXTRA_FLAGS
+from app.regularization import add_regularization_flags, check_regularization
 from models.errors import ModelConfigError
 
 PROGRAM = "python -m app.train"
@@ -66,13 +68,14 @@ def build_parser():
     run.add_argument("--virtual-cpus", type=int, help="split the CPU into N logical devices (to try --distribute mirrored without GPUs)")
     run.add_argument("--eval-splits", help="comma-separated splits to evaluate at the end (default: every labelled split)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_regularization_flags(p)
     return p
 
 
 EXTRA_FLAGS = (
     "normalize", "eval_splits", "tau", "tau_schedule", "tau_min", "tau_rate", "frozen_bn", "inference",
     "policy_lr", "policy_weight_decay", "policy_image_size", "count_weight", "binarize_weight",
-)
+) + tuple(REGULARIZATION_EXTRA_FLAGS)
 
 
 def config_from_args(args):
@@ -127,6 +130,7 @@ def main(argv=None):
                     f"{run_directory} already holds a run; continue it with --resume {run_directory} or choose another --out"
                 )
         config.validate()
+        check_regularization(config)
 
         from app.devices import split_cpu
 

@@ -17,6 +17,8 @@ from app import run_dir as rd
 from app.callbacks import LearningRateLogger, RoutingMonitor, ThroughputMeter
 from app.config import TrainConfig
 from app.devices import distribution_strategy
+from app.regularization import regularization_terms, report_distances
+from app.subsets import apply_train_fraction
 from models.backbones import build_backbone
 from models.errors import ModelConfigError
 from models.backbones.base import block_name
@@ -188,13 +190,13 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     get_strategy(config.strategy)
     check_backbone_name(config.backbone)
     keras.utils.set_random_seed(config.seed)
-    os.makedirs(run_directory, exist_ok=True)
-    bundle = load_data(config)
+    bundle = apply_train_fraction(config, load_data(config))
     distribution = distribution_strategy(config.distribute)
 
     with distribution.scope():
         network, backbone, image_size, normalization_source = build_model(config, bundle)
         terms = get_strategy(config.strategy).training_terms(network, strategy_options(config))
+        terms = list(terms) + regularization_terms(config, network, backbone, bundle, run_directory, image_size)
         model = TransferTrainer(network, terms=terms, name="trainer")
         steps_per_epoch = max(1, math.ceil(bundle.split_sizes["train"] / config.batch_size))
         routed = get_strategy(config.strategy).routed
@@ -204,6 +206,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
 
+    os.makedirs(run_directory, exist_ok=True)
     if not resume:
         config.save(rd.path(run_directory, rd.CONFIG_FILE))
     rd.write_json(
@@ -252,6 +255,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     fit_seconds = time.perf_counter() - started
 
     network.save(rd.path(run_directory, rd.MODEL_FILE))
+    distances = report_distances(network, run_directory)
     splits = evaluation_splits(bundle, config.extra.get("eval_splits"))
     accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
     extra_metrics = {}
@@ -274,6 +278,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         "skipped_images": _skipped_count(bundle),
         "distribute": config.distribute,
         "replicas": int(distribution.num_replicas_in_sync),
+        "distance_to_w0": distances,
         **extra_metrics,
     }
     rd.write_json(run_directory, rd.METRICS_FILE, metrics)

@@ -124,6 +124,7 @@ def _hypermodel_class():
             self.num_blocks = int(num_blocks)
             self.work_directory = work_directory
             self.verbose = verbose
+            self.image_size = None
 
         def values(self, hp):
             settings = settings_of(self.base)
@@ -153,12 +154,12 @@ def _hypermodel_class():
 
             config = self.config_for(hp)
             keras.utils.set_random_seed(config.seed)
-            trainer, *_ = build_trainer(config, self.bundle, self.work_directory, verbose=bool(self.verbose))
+            trainer, _, _, self.image_size = build_trainer(config, self.bundle, self.work_directory, verbose=bool(self.verbose))
             return trainer
 
         def fit(self, hp, model, *args, **kwargs):
             config = self.config_for(hp)
-            image_size = model.network.input.shape[1] or _image_size(config, self.bundle)
+            image_size = self.image_size or _image_size(config, self.bundle)
             train_data = self.bundle.batches("train", config.batch_size, training=True, image_size=image_size, seed=config.seed)
             validation_data = self.bundle.batches("validation", config.batch_size, training=False, image_size=image_size)
             return model.fit(

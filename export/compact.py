@@ -6,7 +6,8 @@ runs, `compact.keras`. What is exported (`choose_export_model`, mode "auto"):
 - finetune, linear, last_k runs: the plain classifier in `model.keras` (kind "plain").
 - global_k runs (and any routed model whose decisions do not depend on the image): one plain
   backbone, one copy per block (kind "compact"): `compact.keras` when present (it holds the exactly-k
-  decisions training chose), else `models.compact.compact_classifier(model.keras)`.
+  decisions training chose), else `models.compact.compact_classifier(model.keras)` with the
+  decisions of metrics.json["routing"]["decisions"], else the model's deterministic decisions.
 - spottune and spottune_global runs: the routed model with deterministic decisions (kind "routed"):
   policy network, gate and both copies of every block; `export.graph` computes only the chosen
   copy of each block for a single image.
@@ -151,13 +152,15 @@ def choose_export_model(run, mode="auto"):
         decisions = _run_decisions(run)
         return ExportSource(load_keras_model(compact_path), "compact", f"{COMPACT_FILE} ({run.strategy}, one copy per block)", decisions, model)
     try:
-        decisions = fixed_decisions(model)
+        deterministic = fixed_decisions(model)
     except ModelConfigError:
         if mode == "compact":
             raise ModelConfigError(
                 f"{run.directory} ({run.strategy}) routes per image: it has no compact form; drop --model compact"
             ) from None
         return routed_source
+    recorded = _run_decisions(run)  # training's choice (global_k: exactly the k most likely blocks)
+    decisions = recorded if recorded is not None and len(recorded) == len(deterministic) else deterministic
     compact = compact_classifier(model, decisions)
     return ExportSource(compact, "compact", f"{rd.MODEL_FILE} compacted with decisions {decisions} ({run.strategy})", decisions, model)
 

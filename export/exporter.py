@@ -10,8 +10,9 @@
 Routed (SpotTune) models are exported with the conditional graph; where the converter or the
 interpreter cannot run it (an error, or agreement below the threshold), the file is written from
 the graph that computes both copies, and the report says so. For routed exports the batch-1
-latency of the plain backbone (the same network with one copy per block, no policy), converted
-the same way and run in the same interpreter, is measured beside it, and the ratio reported.
+latency of the plain backbone (the same network with one copy per block, no policy) and of the
+both-copies graph, converted the same way, is measured in the same interpreter, the three files
+timed in turns so that they share the machine's load, and the ratio routed / plain is reported.
 """
 
 import dataclasses
@@ -93,7 +94,8 @@ def parse_list(text, allowed, what):
         return tuple(allowed)
     unknown = [name for name in names if name not in allowed]
     if unknown or not names:
-        raise ModelConfigError(f"unknown {what} {', '.join(unknown) or repr(text)}; choose from {', '.join(allowed)} or all")
+        given = ", ".join(repr(name) for name in unknown) or repr(text)
+        raise ModelConfigError(f"unknown {what} {given}; choose from {', '.join(allowed)} or all")
     return tuple(name for name in allowed if name in names)
 
 
@@ -117,6 +119,8 @@ def check_options(options):
         raise ModelConfigError(f"unknown --routing {options.routing!r}; choose from {', '.join(export_graph.ROUTINGS)}")
     if options.max_images < 1:
         raise ModelConfigError(f"--max-images must be at least 1, got {options.max_images}")
+    if options.threads < 1 or options.latency_runs < 1:
+        raise ModelConfigError(f"--threads and --latency-runs must be at least 1, got {options.threads} and {options.latency_runs}")
     if options.calibration_batches < 1:
         raise ModelConfigError(f"--calibration-batches must be at least 1, got {options.calibration_batches}")
     for name in ("min_agreement", "min_agreement_quantized"):
@@ -233,6 +237,12 @@ def export_run(run_directory, options=None):
     bundle = load_data(run.config)
     images, labels, split = export_verify.verification_images(bundle, run.image_size, options.max_images, options.seed)
     reference = export_verify.keras_logits(source.model, images)
+    bad = int(np.sum(~np.all(np.isfinite(reference), axis=-1)))
+    if bad:
+        raise ModelConfigError(
+            f"the model in {run.directory} gives NaN/inf logits on {bad} of {len(images)} {split} images "
+            f"(final train loss {run.metrics.get('final_train_loss')}): training diverged; retrain (e.g. lower --lr) before exporting"
+        )
     keras_accuracy = float(np.mean(np.argmax(reference, -1) == labels))
     needs_calibration = "int8" in options.quantize and any(f in ("tflite", "onnx") for f in options.formats)
     calibration = None
@@ -335,17 +345,24 @@ def _graph_label(graphs, key):
 
 
 def _routed_baselines(graphs, row, fmt, quantize, image, calibration, options, workdir):
+    """Batch-1 latency of the routed file, the plain backbone and (if the file is conditional) the
+    both-copies graph, converted the same way and timed in turns in the same interpreter."""
+    runners = {"routed": export_verify.runner_for(row["path"], options.threads)}
     keys = ["plain"] + (["both"] if row.get("routing") == "conditional" else [])
     for key in keys:
         path = os.path.join(workdir, f"baseline_{key}_{quantize}{EXTENSIONS[fmt]}")
         try:
             graphs.write(key, fmt, quantize, path, calibration, options.int8_io)
-            latency = export_verify.latency_of(path, image, options.threads, options.latency_runs)
+            runners[key] = export_verify.runner_for(path, options.threads)
         except Exception as error:
             row["note"] = (row.get("note") + "; " if row.get("note") else "") + f"{key} baseline failed: {_first_line(error)}"
-            continue
+    if len(runners) == 1:
+        return
+    latencies = export_verify.paired_latencies_ms(runners, image, options.latency_runs)
+    row["latency_ms"] = latencies.pop("routed")
+    for key, latency in latencies.items():
         row[f"{key}_latency_ms"] = latency
-    if row.get("plain_latency_ms") and row.get("latency_ms"):
+    if row.get("plain_latency_ms"):
         row["latency_ratio"] = row["latency_ms"] / row["plain_latency_ms"]
 
 

@@ -80,6 +80,8 @@ def format_report(report):
             f"  task delta {delta['file']}: {human_size(delta['size_bytes'])} "
             f"({100 * delta['fraction_of_full']:.1f}% of the full model's {human_size(delta['full_weight_bytes'])} of float32 weights; "
             f"compact.keras {human_size(delta.get('full_keras_bytes'))}); parts: {', '.join(delta['parts'])}",
+            f"    rebuilt here from the pretrained backbone + delta: max |logit difference| {delta['rebuilt_max_abs_diff']:.2g} "
+            f"against the exported model",
             f"    rebuild: {delta['rebuild_command']}",
         ]
     return "\n".join(lines)
@@ -94,6 +96,13 @@ def write_report(directory, report):
     return path
 
 
+DELTA_TOLERANCE = 1e-5
+
+
 def problems(report):
-    """One line per file that was rejected or failed."""
-    return [f"{row['file']}: {row['note']}" for row in report["files"] if row["status"] in ("rejected", "failed")]
+    """One line per file that was rejected or failed (and for a delta that does not rebuild the model)."""
+    lines = [f"{row['file']}: {row['note']}" for row in report["files"] if row["status"] in ("rejected", "failed")]
+    delta = report.get("delta")
+    if delta and delta["rebuilt_max_abs_diff"] > DELTA_TOLERANCE:
+        lines.append(f"{delta['file']}: the model rebuilt from it differs from the exported one by {delta['rebuilt_max_abs_diff']:.3g}")
+    return lines

@@ -106,7 +106,8 @@ class TFLiteRunner:
         out = f"{np.dtype(self.output['dtype']).name} logits"
         if self.output_quantization:
             out += f" (logits = {self.output_quantization[0]:.6g} * (q - {self.output_quantization[1]}))"
-        return f"{np.dtype(self.input['dtype']).name} {list(self.input['shape_signature'])} -> {out}"
+        shape = [int(d) if int(d) >= 0 else None for d in self.input["shape_signature"]]
+        return f"{np.dtype(self.input['dtype']).name} {shape} -> {out}"
 
     def __call__(self, image):
         self.interpreter.set_tensor(self.input["index"], image)
@@ -195,6 +196,23 @@ def median_latency_ms(runner, image, runs=50, warmup=5):
     return float(np.median(times) * 1e3)
 
 
+def paired_latencies_ms(runners, image, runs=50, warmup=5):
+    """{name: median batch-1 ms} of several runners timed in turns, so that they share the machine's load.
+
+    Ratios of these medians are steadier on a busy machine than ratios of separate measurements.
+    """
+    for runner in runners.values():
+        for _ in range(int(warmup)):
+            runner(image)
+    times = {name: [] for name in runners}
+    for _ in range(max(1, int(runs))):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner(image)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values) * 1e3) for name, values in times.items()}
+
+
 def compare(logits, reference, labels):
     """accuracy, agreement (top-1 with the reference) and max |difference| of two logit arrays."""
     predicted = np.argmax(logits, axis=-1)
@@ -219,11 +237,6 @@ def verify_file(path, images, labels, reference, threads=1, latency_runs=50):
     result.update(compare(logits, reference, labels))
     result["latency_ms"] = median_latency_ms(runner, images[:1], runs=latency_runs)
     return result
-
-
-def latency_of(path, image, threads=1, runs=50):
-    """Median batch-1 latency (ms) of a written file."""
-    return median_latency_ms(runner_for(path, threads), image, runs=runs)
 
 
 def file_size(path):

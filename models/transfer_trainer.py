@@ -107,4 +107,4 @@ class _FeatureView:
             return None
         features = {name: network.get_layer(name).output for name in names}
         outputs = {"logits": logits_of(network.output), "features": features}
-        return cls(keras.Model(network.inputs, outputs, name=f"{network.name}_features"))
+        return cls(keras.Model(network.input, outputs, name=f"{network.name}_features"))

@@ -13,7 +13,7 @@ the task loss, each logged as a metric under its name.
     l1sp          l1sp, l2_new             alpha sum_j |w_j - w_j^0| + beta/2 ||w_new||^2
     gl_sp         gl_sp, l2_new            alpha sum_g sqrt(n_g) ||w_g - w_g^0|| + beta/2 ||w_new||^2
     gl_sp_fisher  gl_sp_fisher, l2_new     alpha sum_g sqrt(sum_{j in g} F_j) ||w_g - w_g^0|| + beta/2 ||w_new||^2
-    delta         delta, l2_new            alpha sum_j sum_c W_jc 1/2 ||FM_jc(w) - FM_jc(w0)||^2 / (h w) + beta/2 ||w_new||^2
+    delta         delta, l2_new            alpha mean_x sum_j sum_c C_j W_jc 1/2 ||FM_jc(w) - FM_jc(w0)||^2 / (h w) + beta/2 ||w_new||^2
 
 References: Li, Grandvalet, Davoine, ICML 2018 (https://arxiv.org/abs/1802.01483);
 Li et al., ICLR 2019 (https://arxiv.org/abs/1901.09229).
@@ -80,6 +80,7 @@ def build_penalty_terms(
     fisher=None,
     attention=None,
     hooks=None,
+    delta_reduction="mean",
 ):
     """The `TrainingTerm`s of regulariser `name` for `network`.
 
@@ -97,6 +98,7 @@ def build_penalty_terms(
         fisher: for the *_fisher regularisers, {variable key: array} of the diagonal Fisher (same keys).
         attention: for delta, list of `[C_j]` channel attention arrays, one per hook.
         hooks: for delta, the hooked layer names.
+        delta_reduction: for delta, "mean" (default) or "sum" (the authors' code) over the batch.
 
     Returns:
         a list of `TrainingTerm`s (empty for "none").
@@ -118,7 +120,7 @@ def build_penalty_terms(
     if name == "delta":
         if attention is None or hooks is None:
             raise ModelConfigError("--regularizer delta needs the channel attention and hooked layers (computed by app.regularization)")
-        return [DeltaPenalty(network, hooks, attention, alpha, name="delta"), new_term]
+        return [DeltaPenalty(network, hooks, attention, alpha, reduction=delta_reduction, name="delta"), new_term]
 
     variables = list(shared.values())
     start_values = None

@@ -69,17 +69,22 @@ def estimate_fisher(model, variables, batches, max_batches=None):
     if not variables:
         return FisherEstimate([], 0, 0.0)
 
+    # The backend variables (a Keras variable wraps a tf.Variable); watched explicitly, so frozen
+    # (non-trainable) weights get their Fisher too.
+    watched = [getattr(v, "value", v) for v in variables]
+
     @tf.function(reduce_retracing=True)
     def squared_gradients(images):
         accumulated = [tf.zeros(tuple(v.shape), tf.float32) for v in variables]
         for index in tf.range(tf.shape(images)[0]):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(watched)
                 logits = tf.cast(model(images[index : index + 1], training=False), tf.float32)
                 predicted = tf.stop_gradient(tf.argmax(logits, axis=-1))
                 log_likelihood = -tf.reduce_sum(
                     tf.nn.sparse_softmax_cross_entropy_with_logits(labels=predicted, logits=logits)
                 )
-            gradients = tape.gradient(log_likelihood, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = tape.gradient(log_likelihood, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             accumulated = [a + tf.square(tf.cast(g, tf.float32)) for a, g in zip(accumulated, gradients)]
         return accumulated
 

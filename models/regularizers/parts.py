@@ -44,7 +44,9 @@ def pretrained_parts(network):
 
     def frozen(layer, name):
         copy = clone_layer(layer, name=name)
-        copy.trainable = False
+        # Not `copy.trainable = False`: under TensorFlow that assignment is skipped when the flag
+        # already reads False (a copy of a frozen SpotTune block), leaving its sublayers trainable.
+        keras.layers.Layer.trainable.fset(copy, False)
         return copy
 
     blocks = [frozen(getattr(block, "pretrained", block), f"{block_name(i)}_w0") for i, block in enumerate(parts.blocks)]

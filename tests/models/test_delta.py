@@ -19,7 +19,8 @@ def uniform_attention(model, hooks):
     return [np.full((model.get_layer(h).output.shape[-1],), 1.0 / model.get_layer(h).output.shape[-1], "float32") for h in hooks]
 
 
-def test_feature_distance_equals_the_hand_computed_value():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_feature_distance_equals_the_hand_computed_value(reduction):
     rng = np.random.default_rng(0)
     current = [rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 2, 2, 3))]
     pretrained = [rng.normal(size=c.shape) for c in current]
@@ -30,8 +31,10 @@ def test_feature_distance_equals_the_hand_computed_value():
         for i in range(b):
             for ch in range(c):
                 expected += c * w[ch] * 0.5 * np.sum((fm[i, :, :, ch] - fm0[i, :, :, ch]) ** 2) / (h * wd)
+    if reduction == "mean":
+        expected /= 2  # batch of 2
     value = attention_feature_distance(
-        [f.astype("float32") for f in current], [f.astype("float32") for f in pretrained], [a.astype("float32") for a in attention]
+        [f.astype("float32") for f in current], [f.astype("float32") for f in pretrained], [a.astype("float32") for a in attention], reduction
     )
     assert float(value) == pytest.approx(expected, rel=1e-5)
 
@@ -48,7 +51,7 @@ def test_delta_is_zero_when_the_network_equals_the_pretrained_one_and_a_step_red
     hooks = hook_layer_names(backbone)
     term = DeltaPenalty(model, hooks, uniform_attention(model, hooks), alpha=1.0)
     x = images(4)
-    view = keras.Model(model.inputs, {"features": {h: model.get_layer(h).output for h in hooks}})
+    view = keras.Model(model.input, {"features": {h: model.get_layer(h).output for h in hooks}})
     # inference mode: BatchNorm uses moving statistics in both networks (in training mode the
     # trained network's batch statistics make the term non-zero even at w0, as in the authors' code)
     assert float(term(view(x, training=False), images=x)) == pytest.approx(0.0, abs=1e-10)
@@ -83,7 +86,7 @@ def test_trainer_passes_features_from_one_forward_pass_and_logs_delta():
     fresh, _ = tiny_classifier()
     pretrained = terms[0].pretrained
     x = images(2)
-    for a, b in zip(pretrained(x, training=False), keras.Model(fresh.inputs, [fresh.get_layer(h).output for h in hooks])(x, training=False)):
+    for a, b in zip(pretrained(x, training=False), keras.Model(fresh.input, [fresh.get_layer(h).output for h in hooks])(x, training=False)):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-5)
 
 
@@ -129,3 +132,22 @@ def test_channel_rise_matches_a_direct_masked_forward_pass():
     mask = np.ones(4, "float32")
     mask[2] = 0
     assert estimate.rises[0][2] == pytest.approx(loss(mask) - loss(np.ones(4, "float32")), rel=1e-4, abs=1e-6)
+
+
+def test_delta_and_l2sp_train_a_spottune_model():
+    from models.spottune import build_spottune_classifier
+
+    backbone = tiny_backbone()
+    model = build_spottune_classifier(backbone, NUM_CLASSES, normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, policy_widths=(4, 8, 8))
+    hooks = hook_layer_names(backbone)
+    terms = build_penalty_terms("delta", model, attention=uniform_attention(model, hooks), hooks=hooks)
+    terms += build_penalty_terms("l2sp", model)[:1]
+    # the pretrained copy is built from the frozen copies F_l: at w0 it matches the routed network
+    x = images(2)
+    view = keras.Model(model.input, {"features": {h: model.get_layer(h).output for h in hooks}})
+    assert float(terms[0](view(x, training=False), images=x)) == pytest.approx(0.0, abs=1e-10)
+    assert not terms[0].trainable_weights  # the copies of the frozen blocks F_l stay frozen
+    trainer = TransferTrainer(model, terms=terms)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = trainer.fit(images(8), labels(8), batch_size=4, epochs=1, verbose=0)
+    assert history.history["delta"][-1] > 0 and history.history["l2sp"][-1] > 0

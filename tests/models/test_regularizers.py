@@ -119,7 +119,7 @@ def test_frozen_layers_are_not_penalised():
     assert {part for part, _ in shared_variables(model)} == {"block_02", "block_03"}
 
 
-def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_the_policy_is_new():
+def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_leaves_the_policy_alone():
     from models.spottune import build_spottune_classifier
 
     backbone = tiny_backbone()
@@ -128,7 +128,7 @@ def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_the_policy_is_
     paths = [v.path for _, v in shared]
     assert any("block_01_finetuned" in p for p in paths)
     assert not any("pretrained" in p for p in paths)
-    assert "policy" in {part for part, _ in new_variables(model)}
+    assert {part for part, _ in new_variables(model)} == {"classifier"}  # the policy has its own weight decay
     term = build_penalty_terms("l2sp", model)[0]
     assert value(term) == pytest.approx(0.0, abs=1e-9)
     # w0 of the fine-tuned copy equals the frozen pretrained copy's weights
