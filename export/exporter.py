@@ -347,7 +347,11 @@ def _graph_label(graphs, key):
 def _routed_baselines(graphs, row, fmt, quantize, image, calibration, options, workdir):
     """Batch-1 latency of the routed file, the plain backbone and (if the file is conditional) the
     both-copies graph, converted the same way and timed in turns in the same interpreter."""
-    runners = {"routed": export_verify.runner_for(row["path"], options.threads)}
+    try:
+        runners = {"routed": export_verify.runner_for(row["path"], options.threads)}
+    except Exception as error:  # the row already holds the verification latency
+        row["note"] = (row.get("note") + "; " if row.get("note") else "") + f"latency baselines skipped: {_first_line(error)}"
+        return
     keys = ["plain"] + (["both"] if row.get("routing") == "conditional" else [])
     for key in keys:
         path = os.path.join(workdir, f"baseline_{key}_{quantize}{EXTENSIONS[fmt]}")

@@ -166,12 +166,13 @@ class SavedModelRunner:
 
 
 def runner_for(path, threads=1):
-    """The runner for a written file, chosen by its extension (a directory is a SavedModel)."""
+    """The runner for a written file, chosen by its extension (a directory is a SavedModel; "x.tflite.rejected" is TFLite)."""
     if os.path.isdir(path):
         return SavedModelRunner(path, threads)
-    if str(path).endswith(".tflite"):
+    name = str(path).removesuffix(".rejected")
+    if name.endswith(".tflite"):
         return TFLiteRunner(path, threads)
-    if str(path).endswith(".onnx"):
+    if name.endswith(".onnx"):
         return OnnxRunner(path, threads)
     raise ValueError(f"no runner for {path}")
 
