@@ -233,6 +233,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         keras.callbacks.BackupAndRestore(rd.path(run_directory, rd.BACKUP_DIR), save_freq="epoch", delete_checkpoint=False),
         throughput,
         LearningRateLogger(),
+        keras.callbacks.TerminateOnNaN(),
     ]
     if routed:
         callbacks += routing_callbacks(config, network, bundle, image_size, run_directory, validation_data)
@@ -253,6 +254,12 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         )
         raise
     fit_seconds = time.perf_counter() - started
+    losses = history.history.get("loss", [])
+    if any(not math.isfinite(value) for value in losses):
+        raise ModelConfigError(
+            "training diverged: the loss became NaN or infinite, so no model was saved; lower the learning rate "
+            f"(--lr {config.lr:g} now, try --lr {config.lr / 10:g})"
+        )
 
     network.save(rd.path(run_directory, rd.MODEL_FILE))
     distances = report_distances(network, run_directory)
