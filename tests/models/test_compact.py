@@ -109,3 +109,16 @@ def test_resnet20_compact_matches_and_has_one_backbone_of_parameters():
     plain = assemble_classifier(build_backbone("resnet20", weights="none"), 5, NORMALIZATION)
     assert compact.count_params() == plain.count_params()
     assert [layer.name for layer in compact.layers] == [layer.name for layer in plain.layers]
+
+
+def test_pretrained_resnet20_compact_matches_the_routed_model_on_real_images():
+    """The issue's check: max |compact - routed| <= 1e-5 on real photographs, pretrained weights."""
+    from models.backbones import build_backbone
+    from pipelines import load_dataset
+
+    decisions = [0, 1, 0, 0, 1, 0, 0, 1, 1]
+    routed = _perturbed(spottune("fixed", backbone=build_backbone("resnet20", weights="default"), decisions=decisions),
+                        seed=7)
+    compact = compact_classifier(routed)
+    real_images, _ = next(iter(load_dataset("default").batches("test", 32, training=False, image_size=32)))
+    _assert_same_outputs(compact, routed, real_images)
