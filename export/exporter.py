@@ -27,6 +27,7 @@ from export import compact as export_compact
 from export import delta as export_delta
 from export import graph as export_graph
 from export import onnx_export, tflite
+from export import host as export_host
 from export import verify as export_verify
 from export.report import REPORT_FILE, write_report
 from models.errors import ModelConfigError
@@ -266,6 +267,7 @@ def export_run(run_directory, options=None):
         "thresholds": {"float": options.min_agreement, "quantized": options.min_agreement_quantized},
         "calibration_images": int(options.calibration_batches * export_verify.CALIBRATION_BATCH_SIZE) if needs_calibration else None,
         "threads": options.threads,
+        "host": export_host.host_cpu(),
         "files": [],
         "delta": None,
     }

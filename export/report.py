@@ -3,6 +3,8 @@
 import json
 import os
 
+from export.host import describe
+
 REPORT_FILE = "export_report.json"
 
 COLUMNS = (
@@ -58,6 +60,10 @@ def format_report(report):
         f"  verification: {report['verification']['images']} {report['verification']['split']} images, one at a time; "
         f"Keras accuracy on them {report['verification']['keras_accuracy']:.4f}; "
         f"agreement threshold {report['thresholds']['float']} (float32/float16), {report['thresholds']['quantized']} (dynamic/int8)",
+    ]
+    if report.get("host"):
+        lines.append(f"  verified on: {describe(report['host'])}; quantised agreement depends on the CPU's kernels")
+    lines += [
         "",
     ]
     files = report["files"]
