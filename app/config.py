@@ -63,13 +63,9 @@ class TrainConfig:
             raise ModelConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
         if self.virtual_cpus < 0:
             raise ModelConfigError(f"--virtual-cpus must be 0 or more, got {self.virtual_cpus}")
-        for key in ("tau", "tau_min", "tau_rate", "policy_lr", "policy_weight_decay", "count_weight", "binarize_weight"):
-            value = self.extra.get(key)
-            if value is None:
-                continue
-            if not math.isfinite(float(value)) or float(value) < 0 or (key == "tau" and float(value) == 0):
-                flag = "--" + key.replace("_", "-")
-                raise ModelConfigError(f"{flag} must be a {'positive' if key == 'tau' else 'non-negative'} number, got {value}")
+        from models.strategies import check_strategy_flags
+
+        check_strategy_flags(self.extra)
         return self
 
     def to_dict(self):

@@ -1,16 +1,17 @@
 """Which network a run ships: compact first, the routed SpotTune model only where it must be.
 
-A run directory holds `model.keras` (the trained network) and, for global-k (and spottune_global)
-runs, `compact.keras`. What is exported (`choose_export_model`, mode "auto"):
+A run directory holds `model.keras` (the trained network) and, for strategies whose policy does not
+depend on the image, `compact.keras`. What is exported (`choose_export_model`, mode "auto") follows
+the run's strategy's `export_kind`:
 
-- finetune, linear, last_k runs: the plain classifier in `model.keras` (kind "plain").
-- global_k runs (and any routed model whose decisions do not depend on the image): one plain
-  backbone, one copy per block (kind "compact"): `compact.keras` when present (it holds the exactly-k
-  decisions training chose), else `models.compact.compact_classifier(model.keras)` with the
-  decisions of metrics.json["routing"]["decisions"], else the model's deterministic decisions.
-- spottune and spottune_global runs: the routed model with deterministic decisions (kind "routed"):
-  policy network, gate and both copies of every block; `export.graph` computes only the chosen
-  copy of each block for a single image.
+- a plain model: the classifier in `model.keras` (kind "plain").
+- "compact" (and any routed model asked for its compact form): one plain backbone, one copy per
+  block (kind "compact"): `compact.keras` when present (it holds the exactly-k decisions training
+  chose), else `models.spottune.compact.compact_classifier(model.keras)` with the decisions of
+  metrics.json["routing"]["decisions"], else the model's deterministic decisions.
+- "routed": the routed model with deterministic decisions (kind "routed"): policy network, gate and
+  both copies of every block; `export.graph` computes only the chosen copy of each block for a
+  single image.
 
 Mode "compact" forces the compact form (e.g. a spottune_global run as one plain backbone); mode
 "routed" forces the routed model.
@@ -21,9 +22,9 @@ import os
 
 from app import run_dir as rd
 from models.errors import ModelConfigError
+from models.strategies import get_strategy
 
 COMPACT_FILE = "compact.keras"
-ROUTED_STRATEGIES = ("spottune", "spottune_global")
 MODES = ("auto", "compact", "routed")
 KINDS = ("plain", "compact", "routed")
 
@@ -102,7 +103,7 @@ def load_keras_model(path):
     from models import registry
 
     registry.import_all_layers()
-    import models.spottune  # noqa: F401  (registers the routed layers)
+    import models.spottune.classifier  # noqa: F401  (registers the routed layers)
 
     if not os.path.isfile(path):
         raise rd.RunDirError(f"{path} is missing; pass a finished run written by python -m app.train")
@@ -114,7 +115,7 @@ def load_keras_model(path):
 
 def is_routed(model):
     """Whether `model` is a SpotTune model (RoutedBlock layers named block_01..)."""
-    from models.routed_block import RoutedBlock
+    from models.spottune.routed_block import RoutedBlock
 
     names = {layer.name: layer for layer in model.layers}
     return isinstance(names.get("block_01"), RoutedBlock)
@@ -130,8 +131,8 @@ def choose_export_model(run, mode="auto"):
     Raises:
         ModelConfigError: unknown mode; "compact" asked of a per-image policy; "routed" asked of a plain run.
     """
-    from models.compact import compact_classifier, fixed_decisions
-    from models.spottune import set_inference_mode
+    from models.spottune.compact import compact_classifier, fixed_decisions
+    from models.spottune.classifier import set_inference_mode
 
     if mode not in MODES:
         raise ModelConfigError(f"unknown --model {mode!r}; choose one of {', '.join(MODES)}")
@@ -145,7 +146,7 @@ def choose_export_model(run, mode="auto"):
     routed_source = ExportSource(
         model, "routed", f"{rd.MODEL_FILE} ({run.strategy}, routed: policy + both copies, deterministic decisions)", routed=model
     )
-    if mode == "routed" or (mode == "auto" and run.strategy in ROUTED_STRATEGIES):
+    if mode == "routed" or (mode == "auto" and get_strategy(run.strategy).export_kind == "routed"):
         return routed_source
     compact_path = run.path(COMPACT_FILE)
     if os.path.isfile(compact_path):

@@ -132,9 +132,12 @@ def check_options(options):
 
 
 def check_delta_run(run):
-    if run.strategy not in export_delta.DELTA_STRATEGIES:
+    from models.strategies import STRATEGIES, get_strategy
+
+    if not get_strategy(run.strategy).ships_task_delta:
+        shipping = ", ".join(name for name, strategy in STRATEGIES.items() if strategy.ships_task_delta)
         raise ModelConfigError(
-            f"--delta needs a global_k run; {run.directory} is a {run.strategy} run (its model is not the pretrained backbone plus k blocks)"
+            f"--delta needs a run of {shipping}; {run.directory} is a {run.strategy} run (its model is not the pretrained backbone plus k blocks)"
         )
     if str(run.config.weights).lower() == "none":
         raise ModelConfigError(
@@ -151,8 +154,8 @@ class _Graphs:
         self.workdir = workdir
         self.models = {"model": (source.model, routing)}
         if source.kind == "routed":
-            from models.compact import compact_classifier
-            from models.spottune import routed_blocks
+            from models.spottune.compact import compact_classifier
+            from models.spottune.classifier import routed_blocks
 
             plain = compact_classifier(source.model, decisions=[0] * len(routed_blocks(source.model)), name="plain_backbone")
             self.models["both"] = (source.model, "both")

@@ -7,7 +7,7 @@ LAYER_MODULES = (
     "models.backbones",
     "models.training_term",
     "models.transfer_trainer",
-    "models.spottune",
+    "models.spottune.classifier",
     "models.split_optimizer",
 )
 

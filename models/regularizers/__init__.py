@@ -81,6 +81,7 @@ def build_penalty_terms(
     attention=None,
     hooks=None,
     delta_reduction="mean",
+    exclude_parts=(),
 ):
     """The `TrainingTerm`s of regulariser `name` for `network`.
 
@@ -99,6 +100,7 @@ def build_penalty_terms(
         attention: for delta, list of `[C_j]` channel attention arrays, one per hook.
         hooks: for delta, the hooked layer names.
         delta_reduction: for delta, "mean" (default) or "sum" (the authors' code) over the batch.
+        exclude_parts: top-level layers no term touches (the strategy's `own_parts`).
 
     Returns:
         a list of `TrainingTerm`s (empty for "none").
@@ -113,7 +115,7 @@ def build_penalty_terms(
     if name == "none":
         return []
     shared = keyed_variables(shared_variables(network, penalize))
-    new = [v for _, v in new_variables(network, penalize)]
+    new = [v for _, v in new_variables(network, penalize, exclude=exclude_parts)]
     new_term = WeightDecayPenalty(new, beta, name=NEW_WEIGHTS_TERM)
     if name == "l2":
         return [WeightDecayPenalty(list(shared.values()), alpha, name="l2"), new_term]

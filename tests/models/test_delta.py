@@ -135,7 +135,7 @@ def test_channel_rise_matches_a_direct_masked_forward_pass():
 
 
 def test_delta_and_l2sp_train_a_spottune_model():
-    from models.spottune import build_spottune_classifier
+    from models.spottune.classifier import build_spottune_classifier
 
     backbone = tiny_backbone()
     model = build_spottune_classifier(backbone, NUM_CLASSES, normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, policy_widths=(4, 8, 8))

@@ -120,7 +120,8 @@ def test_frozen_layers_are_not_penalised():
 
 
 def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_leaves_the_policy_alone():
-    from models.spottune import build_spottune_classifier
+    from models.spottune.classifier import build_spottune_classifier
+    from models.strategies import get_strategy
 
     backbone = tiny_backbone()
     model = build_spottune_classifier(backbone, 3, normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, policy_widths=(4, 8, 8))
@@ -128,8 +129,10 @@ def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_leaves_the_pol
     paths = [v.path for _, v in shared]
     assert any("block_01_finetuned" in p for p in paths)
     assert not any("pretrained" in p for p in paths)
-    assert {part for part, _ in new_variables(model)} == {"classifier"}  # the policy has its own weight decay
-    term = build_penalty_terms("l2sp", model)[0]
+    own = get_strategy("spottune").own_parts
+    assert {part for part, _ in new_variables(model)} == {"classifier", "policy"}
+    assert {part for part, _ in new_variables(model, exclude=own)} == {"classifier"}  # the policy has its own weight decay
+    term = build_penalty_terms("l2sp", model, exclude_parts=own)[0]
     assert value(term) == pytest.approx(0.0, abs=1e-9)
     # w0 of the fine-tuned copy equals the frozen pretrained copy's weights
     block = model.get_layer("block_01")

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from models.gumbel_softmax import GumbelSoftmax
+from models.spottune.gumbel_softmax import GumbelSoftmax
 
 SCHEDULES = ("constant", "exponential")
 

@@ -28,14 +28,14 @@ from models.backbones.base import (
     clone_layer,
 )
 from models.errors import ModelConfigError
-from models.fixed_policy import FixedPolicy
-from models.global_k_penalty import GlobalKPenalty
-from models.global_policy import GlobalPolicy
-from models.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
-from models.policy_network import PolicyNetwork
+from models.spottune.fixed_policy import FixedPolicy
+from models.spottune.global_k_penalty import GlobalKPenalty
+from models.spottune.global_policy import GlobalPolicy
+from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
+from models.spottune.policy_network import PolicyNetwork
 from models.preprocessing import ChannelNormalization
-from models.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
-from models.temperature_schedule import gumbel_gates
+from models.spottune.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
+from models.spottune.temperature_schedule import gumbel_gates
 
 POLICIES = ("per_image", "global", "fixed")
 POLICY_NAME = "policy"

@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 
-from models.spottune import routing_model
+from models.spottune.classifier import routing_model
 
 
 def routing_statistics(network, dataset, class_names, max_batches=None):
