@@ -12,12 +12,12 @@ import json
 import os
 import sys
 
-from app import run_dir as rd
-from app.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
 from app.errors import one_line_errors
 from app.regularization import EXTRA_FLAGS as REGULARIZATION_EXTRA_FLAGS
 from app.regularization import add_regularization_flags, check_regularization
 from models.errors import ModelConfigError
+from rundir import layout as rd
+from rundir.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
 
 PROGRAM = "python -m app.train"
 NORMALIZE = ("auto", "source", "dataset")

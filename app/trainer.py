@@ -40,8 +40,8 @@ class Training:
 
     def context(self, config, bundle, run_directory, validation_data=None, splits=None):
         """The `RunContext` the strategy's hooks see for this run."""
-        from app import run_dir as rd
         from app.training import evaluate_run_model, evaluation_splits
+        from rundir import layout as rd
 
         def batches(split, training=False):
             return bundle.batches(split, config.batch_size, training=training, image_size=self.image_size)

@@ -13,9 +13,7 @@ import time
 import keras
 import numpy as np
 
-from app import run_dir as rd
 from app.callbacks import LearningRateLogger, ThroughputMeter
-from app.config import TrainConfig
 from app.devices import distribution_strategy
 from app.regularization import report_distances
 from app.subsets import apply_train_fraction
@@ -23,6 +21,9 @@ from models.backbones import build_backbone
 from models.errors import ModelConfigError
 from models.strategies import StrategyOptions, get_strategy
 from models.transfer_trainer import logits_of
+from rundir import layout as rd
+from rundir.config import TrainConfig
+from rundir.data import load_data  # noqa: F401  (app.training.load_data: the dataset of a run)
 
 DECATHLON_IMAGE_SIZE = 72
 
@@ -33,13 +34,6 @@ def check_backbone_name(name):
 
     if name not in BACKBONES:
         raise ModelConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}")
-
-
-def load_data(config):
-    """The DatasetBundle a config asks for."""
-    from pipelines import load_dataset
-
-    return load_dataset(config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, seed=config.seed)
 
 
 def resolve_image_size(config, bundle, backbone):

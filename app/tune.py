@@ -308,7 +308,7 @@ def main(argv=None):
         best_hp = tuner.get_best_hyperparameters(1)[0]
         best = hypermodel.config_for(best_hp)
         best.out = None
-        from app import run_dir as rd
+        from rundir import layout as rd
 
         rd.write_json(
             out,

@@ -23,10 +23,10 @@ import time
 
 import keras
 
-from app.config import TrainConfig
 from app.subsets import apply_train_fraction
-from app.training import accuracy_of, load_data
 from app.trainer import build_trainer
+from app.training import accuracy_of, load_data
+from rundir.config import TrainConfig
 
 
 def run_cell(base, regularizer, fraction, seed, out):

@@ -15,9 +15,9 @@ import time
 import keras
 import numpy as np
 
+from app.trainer import compile_trainer
 from models.backbones import build_backbone
 from models.strategies import StrategyOptions, get_strategy
-from app.trainer import compile_trainer
 
 # (backbone, image size, policy input size): the per-image policy network (widths 32-256, the
 # authors' design for ResNet-26) costs more than all of ResNet-20 at full resolution, so the

@@ -26,8 +26,8 @@ import numpy as np
 from export import compact as export_compact
 from export import delta as export_delta
 from export import graph as export_graph
-from export import onnx_export, tflite
 from export import host as export_host
+from export import onnx_export, tflite
 from export import verify as export_verify
 from export.report import REPORT_FILE, write_report
 from models.errors import ModelConfigError
@@ -154,8 +154,8 @@ class _Graphs:
         self.workdir = workdir
         self.models = {"model": (source.model, routing)}
         if source.kind == "routed":
-            from models.spottune.compact import compact_classifier
             from models.spottune.classifier import routed_blocks
+            from models.spottune.compact import compact_classifier
 
             plain = compact_classifier(source.model, decisions=[0] * len(routed_blocks(source.model)), name="plain_backbone")
             self.models["both"] = (source.model, "both")
@@ -220,17 +220,18 @@ def export_run(run_directory, options=None):
     """Exports one run directory; returns the report (also written as export_report.json).
 
     Raises:
-        app.run_dir.RunDirError: missing or incomplete run directory.
+        rundir.layout.RunDirError: missing or incomplete run directory.
         ModelConfigError: unknown format / quantisation / mode, --delta on a run that is not global_k.
     A file that fails conversion or verification does not raise: its row has status "failed" or
     "rejected" (see `export.report.problems`).
     """
-    from app.training import load_data
+    from rundir.data import load_data
+    from rundir.run import open_run
 
     options = options or ExportOptions()
     check_options(options)
     log = options.log or (lambda message: None)
-    run = export_compact.open_run(run_directory)
+    run = open_run(run_directory)
     if options.delta:
         check_delta_run(run)
     out = options.out or run.directory

@@ -28,12 +28,12 @@ from models.backbones.base import (
     clone_layer,
 )
 from models.errors import ModelConfigError
+from models.preprocessing import ChannelNormalization
 from models.spottune.fixed_policy import FixedPolicy
 from models.spottune.global_k_penalty import GlobalKPenalty
 from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
 from models.spottune.policy_network import PolicyNetwork
-from models.preprocessing import ChannelNormalization
 from models.spottune.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
 from models.spottune.temperature_schedule import gumbel_gates
 

@@ -17,12 +17,12 @@ Method page: docs/methods/spottune.md and docs/methods/global_k.md.
 import keras
 
 from models.backbones.base import block_name
+from models.split_optimizer import SplitOptimizer
 from models.spottune.classifier import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME, build_spottune_classifier, set_inference_mode
 from models.spottune.compact import compact_classifier, fixed_decisions
 from models.spottune.gumbel_softmax import INFERENCE_MODES
 from models.spottune.routed_block import FROZEN_BN_MODES
 from models.spottune.temperature_schedule import SCHEDULES, TemperatureSchedule, gumbel_gates
-from models.split_optimizer import SplitOptimizer
 from models.strategies.base import Strategy, StrategyFlag
 
 # Default weights of the global-k terms: chosen by the sweep in bench/global_k_sweep.py

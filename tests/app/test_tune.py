@@ -8,8 +8,8 @@ import keras_tuner
 import pytest
 
 from app import tune
-from app.config import TrainConfig
 from models.errors import ModelConfigError
+from rundir.config import TrainConfig
 from tests.app.helpers import FAST_TRAIN, read_json, run_cli
 
 RANGES = {"alpha": (1e-3, 10.0), "beta": (1e-4, 1.0), "lr": (1e-3, 0.5)}

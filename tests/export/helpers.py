@@ -6,11 +6,11 @@ import os
 import keras
 import numpy as np
 
-from app.config import TrainConfig
 from models.backbones import build_backbone
 from models.classifier import assemble_classifier
-from models.spottune.compact import compact_classifier
 from models.spottune.classifier import build_spottune_classifier, routed_blocks
+from models.spottune.compact import compact_classifier
+from rundir.config import TrainConfig
 
 CLOTHING_CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 TINY_POLICY = (4, 8, 8)
