@@ -12,7 +12,7 @@ the task loss, each logged as a metric under its name.
     l2sp_fisher   l2sp_fisher, l2_new      alpha/2 sum_j F_j (w_j - w_j^0)^2 + beta/2 ||w_new||^2
     l1sp          l1sp, l2_new             alpha sum_j |w_j - w_j^0| + beta/2 ||w_new||^2
     gl_sp         gl_sp, l2_new            alpha sum_g sqrt(n_g) ||w_g - w_g^0|| + beta/2 ||w_new||^2
-    gl_sp_fisher  gl_sp_fisher, l2_new     alpha sum_g sqrt(sum_{j in g} F_j) ||w_g - w_g^0|| + beta/2 ||w_new||^2
+    gl_sp_fisher  gl_sp_fisher, l2_new     alpha sum_g sqrt(n_g) sqrt(sum_{j in g} F_j (w_j - w_j^0)^2 + 1e-16) + beta/2 ||w_new||^2
     delta         delta, l2_new            alpha mean_x sum_j sum_c C_j W_jc 1/2 ||FM_jc(w) - FM_jc(w0)||^2 / (h w) + beta/2 ||w_new||^2
 
 References: Li, Grandvalet, Davoine, ICML 2018 (https://arxiv.org/abs/1802.01483);
