@@ -89,6 +89,8 @@ class TransferTrainer(keras.Model):
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         config["terms"] = [keras.saving.deserialize_keras_object(term) for term in config.get("terms", [])]
+        for term in config["terms"]:
+            term.bind(config["network"])  # a term's references to the network, by the names in its config
         return cls(**config)
 
 

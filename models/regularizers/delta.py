@@ -1,6 +1,7 @@
 """DELTA: keep the fine-tuned network's feature maps close to the pretrained network's, channel by channel."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from models.regularizers.hook_points import hooks_last_convolution, last_convolution_output
@@ -76,9 +77,11 @@ class DeltaPenalty(TrainingTerm):
     Authors' defaults: alpha 0.01, beta 0.01, no other weight decay.
 
     Args:
-        network: the network being trained (a freshly built one: its parts are copied as w0).
+        network: the network being trained (a freshly built one: its parts are copied as w0); None
+            when rebuilt from a config (`bind(network)` then builds the state, whose values come
+            from the saved weights).
         hooks: names of the hooked layers (`models.regularizers.parts.hook_layer_names`).
-        attention: list of `[C_j]` arrays, the channel attention of each hooked layer.
+        attention: list of `[C_j]` arrays, the channel attention of each hooked layer (default: uniform).
         alpha: trade-off weight.
         reduction: "mean" (default) or "sum" (the authors' code) over the batch; see
             `attention_feature_distance`.
@@ -99,7 +102,7 @@ class DeltaPenalty(TrainingTerm):
 
     needs_inputs = True
 
-    def __init__(self, network, hooks, attention, alpha, reduction="mean", **kwargs):
+    def __init__(self, network=None, hooks=(), attention=None, alpha=0.01, reduction="mean", **kwargs):
         super().__init__(**kwargs)
         if float(alpha) < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
@@ -108,30 +111,46 @@ class DeltaPenalty(TrainingTerm):
         self.alpha = float(alpha)
         self.reduction = reduction
         self.hooks = tuple(hooks)
-        if len(attention) != len(self.hooks):
+        if attention is not None and len(attention) != len(self.hooks):
             raise ValueError(f"{len(attention)} attention vectors for {len(self.hooks)} hooked layers")
+        self._blocks = Untracked(None)
+        self._current = Untracked(None)
+        self.feature_inputs, self.feature_layers = (), ()
+        if network is not None:
+            self.create_state(network, attention)
+        self.built = True
+
+    def bind(self, network):
+        """Build the pretrained copy and attention slots for `network` (their values come from the saved weights)."""
+        self.create_state(network, None)
+
+    def create_state(self, network, attention):
+        """References to the hooked blocks of `network`, a frozen copy of its pretrained parts, and the attention weights."""
         blocks = {name: network.get_layer(name) for name in self.hooks}
-        self._blocks = Untracked(blocks)
+        self._blocks.value = blocks
         # Blocks read at their last convolution need their input; the others, their output.
         self.feature_inputs = tuple(name for name in self.hooks if hooks_last_convolution(blocks[name]))
         self.feature_layers = tuple(name for name in self.hooks if name not in self.feature_inputs)
         self.pretrained = feature_extractor(pretrained_parts(network), self.hooks, convolution_hooks=self.feature_inputs)
         views = {name + INPUT_SUFFIX: network.get_layer(name).input for name in self.feature_inputs}
         views.update({name: network.get_layer(name).output for name in self.feature_layers})
-        self._current = Untracked(keras.Model(network.input, views, name="current_features"))
-        self.attention = []
-        for index, (name, weights) in enumerate(zip(self.hooks, attention)):
+        self._current.value = keras.Model(network.input, views, name="current_features")
+        weights_list = []
+        for index, name in enumerate(self.hooks):
             channels = network.get_layer(name).output.shape[-1]
+            weights = np.full((channels,), 1.0 / channels, "float32") if attention is None else np.asarray(attention[index], "float32")
             if len(weights) != channels:
                 raise ValueError(f"attention for {name} has {len(weights)} entries, the layer has {channels} channels")
             variable = self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name=f"attention_{index}")
-            variable.assign(ops.convert_to_numpy(ops.cast(weights, "float32")))
-            self.attention.append(variable)
-        self.built = True
+            variable.assign(weights)
+            weights_list.append(variable)
+        self.attention = weights_list
 
     def call(self, outputs, images=None, training=None):
         if images is None:
             raise ValueError("DeltaPenalty needs the batch images (the trainer passes them to terms with needs_inputs)")
+        if self._blocks.value is None:
+            raise ValueError(f"term {self.name!r} was rebuilt from its config: bind it to the network first")
         features = outputs.get("features") if isinstance(outputs, dict) else None
         if features is None:
             features = self._current.value(images, training=training)

@@ -89,23 +89,30 @@ class GroupLassoSPPenalty(StartingPointTerm):
       Networks (ICML 2018)](https://arxiv.org/abs/1802.01483), section 3 (Group-Lasso-SP).
     """
 
-    def __init__(self, variables, alpha, starts=None, fisher=None, **kwargs):
+    def __init__(self, variables, alpha, starts=None, fisher=None, uses_fisher=None, **kwargs):
         kwargs.pop("coefficients", None)
-        kwargs.pop("uses_fisher", None)
-        variables = list(variables)
-        weights = [group_weights_of(tuple(v.shape)) for v in variables]
-        super().__init__(variables, alpha, starts=starts, coefficients=fisher, **kwargs)
-        self.group_weights = []
-        for i, (v, w) in enumerate(zip(variables, weights)):
-            weight = self.add_weight(shape=w.shape, initializer="zeros", trainable=False, name=f"group_weight_{i}")
-            weight.assign(w)
-            self.group_weights.append(weight)
-        self.uses_fisher = fisher is not None
+        kwargs.pop("uses_coefficients", None)
+        uses_fisher = fisher is not None if uses_fisher is None else bool(uses_fisher)
+        super().__init__(variables, alpha, starts=starts, coefficients=fisher, uses_coefficients=uses_fisher, **kwargs)
+
+    @property
+    def uses_fisher(self):
+        return self.uses_coefficients
+
+    def create_state(self, variables, starts, coefficients):
+        super().create_state(variables, starts, coefficients)
+        group_weights = []
+        for i, v in enumerate(variables):
+            value = group_weights_of(tuple(v.shape))
+            weight = self.add_weight(shape=value.shape, initializer="zeros", trainable=False, name=f"group_weight_{i}")
+            weight.assign(value)
+            group_weights.append(weight)
+        self.group_weights = group_weights
 
     def raw_penalty(self, differences, coefficients):
         return group_lasso_sp(differences, [ops.cast(a, "float32") for a in self.group_weights], fisher=coefficients)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"uses_fisher": self.uses_fisher})
+        config["uses_fisher"] = config.pop("uses_coefficients")
         return config

@@ -59,7 +59,13 @@ class L1SPPenalty(StartingPointTerm):
 
     def __init__(self, variables, alpha, starts=None, **kwargs):
         kwargs.pop("coefficients", None)
+        kwargs.pop("uses_coefficients", None)
         super().__init__(variables, alpha, starts=starts, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["uses_coefficients"]
+        return config
 
     def raw_penalty(self, differences, coefficients):
         return l1_sp(differences)
