@@ -24,6 +24,8 @@ NORMALIZE = ("auto", "source", "dataset")
 
 
 def build_parser():
+    from models.strategies import STRATEGIES
+
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
@@ -35,7 +37,7 @@ def build_parser():
     model.add_argument("--backbone", help=f"registered backbone (default {defaults.backbone})")
     model.add_argument("--weights", help="'default' (the backbone's pretrained file), 'none' (random init), or a path (.npz, .h5, .pth, .weights.h5)")
     model.add_argument("--strategy", help=f"fine-tuning strategy (default {defaults.strategy})")
-    model.add_argument("--k", type=int, help="number of blocks to fine-tune (last_k, global_k)")
+    model.add_argument("--k", type=int, help=f"number of blocks to fine-tune ({', '.join(name for name, s in STRATEGIES.items() if s.uses_k)})")
     model.add_argument("--bn", choices=("train", "frozen"), help="BatchNorm in the layers that train: 'train' (default) or 'frozen' (pretrained statistics kept)")
     model.add_argument("--dropout", type=float, help="dropout before the new classifier (default 0)")
     model.add_argument("--normalize", choices=NORMALIZE, help="input statistics: auto (default), source (the pretrained network's), dataset")

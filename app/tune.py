@@ -6,7 +6,7 @@ seeded, stratified share of the training images, and is scored on the held-out r
 The search space (log scale; every value has a default, the first trial's):
     alpha, beta   around the regulariser's defaults (x1/100 .. x100), or --alpha-range / --beta-range
     lr            --lr / 30 .. --lr x 3 (at most 1), or --lr-range
-    k             1 .. number of blocks, for strategies that use k (last_k, global_k)
+    k             1 .. number of blocks, for strategies that use k (`Strategy.uses_k`)
 Writes to --out: results.csv and results.md (one row per trial, best first), best_config.json
 (train it on the full training split with python -m app.train --config FILE), and TensorBoard logs
 with an HParams view (tensorboard --logdir OUT/logs).

@@ -13,7 +13,7 @@ the run's strategy's `export_kind`:
   both copies of every block; `export.graph` computes only the chosen copy of each block for a
   single image.
 
-Mode "compact" forces the compact form (e.g. a spottune_global run as one plain backbone); mode
+Mode "compact" forces the compact form (e.g. a global-policy run as one plain backbone); mode
 "routed" forces the routed model.
 """
 
@@ -96,7 +96,7 @@ def choose_export_model(run, mode="auto"):
                 f"{run.directory} ({run.strategy}) routes per image: it has no compact form; drop --model compact"
             ) from None
         return routed_source
-    recorded = _run_decisions(run)  # training's choice (global_k: exactly the k most likely blocks)
+    recorded = _run_decisions(run)  # training's choice (exactly the k most likely blocks when k was asked)
     decisions = recorded if recorded is not None and len(recorded) == len(deterministic) else deterministic
     compact = compact_classifier(model, decisions)
     return ExportSource(compact, "compact", f"{rd.MODEL_FILE} compacted with decisions {decisions} ({run.strategy})", decisions, model)

@@ -61,7 +61,7 @@ class ExportOptions:
         latency_runs: timed batch-1 calls per file (median reported).
         model: "auto", "compact" or "routed" (see `export.compact`).
         routing: "conditional" (tf.cond per block) or "both" for routed models.
-        delta: also write the task delta (global_k runs only).
+        delta: also write the task delta (runs of a strategy whose `ships_task_delta` is set).
         baselines: for routed models, measure the plain backbone (and both-copies graph) latency.
         seed: seed of the image sampling.
         log: callable for progress lines, or None.
@@ -221,7 +221,7 @@ def export_run(run_directory, options=None):
 
     Raises:
         rundir.layout.RunDirError: missing or incomplete run directory.
-        ModelConfigError: unknown format / quantisation / mode, --delta on a run that is not global_k.
+        ModelConfigError: unknown format / quantisation / mode, --delta on a run whose strategy ships no task delta.
     A file that fails conversion or verification does not raise: its row has status "failed" or
     "rejected" (see `export.report.problems`).
     """
