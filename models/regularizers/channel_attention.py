@@ -1,4 +1,7 @@
-"""DELTA's channel attention: how much the target loss rises when one channel of a hooked layer is zeroed."""
+"""DELTA's channel attention: how much the target loss rises when one channel of a hooked layer is zeroed.
+
+Method page: docs/methods/delta.md.
+"""
 
 import time
 import typing

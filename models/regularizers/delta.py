@@ -1,4 +1,7 @@
-"""DELTA: keep the fine-tuned network's feature maps close to the pretrained network's, channel by channel."""
+"""DELTA: keep the fine-tuned network's feature maps close to the pretrained network's, channel by channel.
+
+Method page: docs/methods/delta.md.
+"""
 
 import keras
 import numpy as np

@@ -1,4 +1,7 @@
-"""Group-Lasso-SP (and its Fisher variant): one group per output channel, pulled towards w0 as a whole."""
+"""Group-Lasso-SP (and its Fisher variant): one group per output channel, pulled towards w0 as a whole.
+
+Method page: docs/methods/gl_sp.md.
+"""
 
 import math
 

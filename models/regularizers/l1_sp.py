@@ -1,4 +1,7 @@
-"""L1-SP: an absolute-value pull of the shared weights towards their starting point."""
+"""L1-SP: an absolute-value pull of the shared weights towards their starting point.
+
+Method page: docs/methods/l1_sp.md.
+"""
 
 import math
 

@@ -1,4 +1,7 @@
-"""`alpha/2 * ||w||^2`: plain L2 (weight decay) as a loss term."""
+"""`alpha/2 * ||w||^2`: plain L2 (weight decay) as a loss term.
+
+Method page: docs/methods/l2_sp.md.
+"""
 
 import keras
 from keras import ops

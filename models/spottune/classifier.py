@@ -14,6 +14,8 @@ copy; only the blocks are doubled. The policy network sees the same normalised i
 backbone and is trained by the same loss through the straight-through gate.
 
 Importing this module registers every SpotTune layer, so a saved model loads with safe_mode on.
+
+Method page: docs/methods/spottune.md.
 """
 
 import keras

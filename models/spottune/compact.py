@@ -1,7 +1,7 @@
 """From a routed (SpotTune) model with input-independent decisions to a plain classifier.
 
 After global-k training each block keeps one copy: the fine-tuned one where the block's
-probability of using it rounds to 1, the pretrained one elsewhere (METHODS.md section 3). The
+probability of using it rounds to 1, the pretrained one elsewhere (docs/methods/global_k.md). The
 result has the layer names of `models.classifier.assemble_classifier` (normalization, stem,
 block_01.., head, [dropout,] classifier), one backbone's parameters and one backbone's cost, and
 computes exactly what the routed model computes at deterministic inference.

@@ -1,4 +1,7 @@
-"""A policy whose decisions are fixed in advance: a global-k result, "last-k", or any 0/1 mask."""
+"""A policy whose decisions are fixed in advance: a global-k result, "last-k", or any 0/1 mask.
+
+Method page: docs/methods/global_k.md.
+"""
 
 import keras
 from keras import ops

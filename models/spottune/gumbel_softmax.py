@@ -1,4 +1,4 @@
-"""The Gumbel-softmax gate of SpotTune (METHODS.md section 2): a differentiable discrete choice."""
+"""The Gumbel-softmax gate of SpotTune (docs/methods/spottune.md): a differentiable discrete choice."""
 
 import keras
 from keras import ops

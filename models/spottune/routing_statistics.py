@@ -3,6 +3,8 @@
 `fraction_finetuned[l]` is the share of images whose block l ran its fine-tuned copy (the
 deterministic decision unless the model was switched to sampling); `per_class[c][l]` the same
 over the images of class c.
+
+Method page: docs/methods/spottune.md.
 """
 
 import io

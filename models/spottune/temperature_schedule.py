@@ -1,4 +1,7 @@
-"""A callback that sets the temperature of every Gumbel-softmax gate of a model at each epoch."""
+"""A callback that sets the temperature of every Gumbel-softmax gate of a model at each epoch.
+
+Method page: docs/methods/spottune.md.
+"""
 
 import math
 
