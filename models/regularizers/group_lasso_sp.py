@@ -41,7 +41,7 @@ def group_lasso_sp(differences, group_weights, fisher=None, epsilon=SMOOTHING):
 
     Reference:
     - [Li, Grandvalet, Davoine, Explicit Inductive Bias for Transfer Learning with Convolutional
-      Networks (ICML 2018)](https://arxiv.org/abs/1802.01483), section 3; docs/methods/sp_regularizers.md.
+      Networks (ICML 2018)](https://arxiv.org/abs/1802.01483), section 3; docs/methods/gl_sp.md.
     """
     total = ops.zeros((), "float32")
     offset = math.sqrt(epsilon)
