@@ -29,6 +29,7 @@ from models.backbones.base import (
     block_name,
     clone_layer,
 )
+from models.classifier import classify
 from models.errors import ModelConfigError
 from models.preprocessing import ChannelNormalization
 from models.spottune.fixed_policy import FixedPolicy
@@ -43,7 +44,6 @@ POLICIES = ("per_image", "global", "fixed")
 POLICY_NAME = "policy"
 GATE_NAME = "gate"
 GLOBAL_K_NAME = "global_k"
-DROPOUT_NAME = "dropout"
 
 
 def build_spottune_classifier(
@@ -164,10 +164,7 @@ def build_spottune_classifier(
     h = backbone.stem(x)
     for block in routed:
         h = block([h, routing])
-    h = backbone.head(h)
-    if dropout and dropout > 0:
-        h = keras.layers.Dropout(float(dropout), name=DROPOUT_NAME)(h)
-    outputs = classifier(h)
+    outputs = classify(backbone.head(h), classifier, dropout)
     return keras.Model(inputs, outputs, name=name or f"{backbone.name}_spottune")
 
 

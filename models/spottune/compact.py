@@ -11,8 +11,9 @@ import keras
 from keras import ops
 
 from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, NORMALIZATION_NAME, STEM_NAME, block_name, clone_layer
+from models.classifier import DROPOUT_NAME
 from models.errors import ModelConfigError
-from models.spottune.classifier import DROPOUT_NAME, POLICY_NAME, routed_blocks
+from models.spottune.classifier import POLICY_NAME, routed_blocks
 from models.spottune.fixed_policy import FixedPolicy
 from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import hard_one_hot
