@@ -3,9 +3,9 @@
 import contextlib
 import sys
 
-from app.run_dir import RunDirError
 from models.errors import ModelConfigError
 from pipelines.errors import DataError
+from rundir.layout import RunDirError
 
 USER_ERRORS = (ModelConfigError, DataError, RunDirError)
 

@@ -4,7 +4,7 @@ Examples:
     python -m app.export --run runs/<run>                                   # float32 model_float32.tflite
     python -m app.export --run runs/<run> --format tflite,onnx --quantize none,int8
     python -m app.export --run runs/<run> --format all --quantize all --out deploy/
-    python -m app.export --run runs/<global_k run> --delta                  # task_delta.npz only
+    python -m app.export --run runs/<run> --delta                           # task_delta.npz only (global-k runs)
     python -m app.export --rebuild-delta runs/<run>/task_delta.npz --out model.keras
 
 Every file takes uint8 RGB images of the run's size and returns logits; it is loaded back in its
@@ -30,6 +30,10 @@ def build_parser():
         QUANTIZATIONS,
     )
     from export.verify import DEFAULT_MAX_IMAGES
+    from models.strategies import STRATEGIES
+
+    def strategies(test):
+        return ", ".join(name for name, strategy in STRATEGIES.items() if test(strategy))
 
     p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="run directory written by python -m app.train")
@@ -37,7 +41,8 @@ def build_parser():
     p.add_argument("--quantize", default="none", help=f"comma list of {', '.join(QUANTIZATIONS)}, or all (default: none = float32)")
     p.add_argument("--out", help="output directory (default: the run directory); with --rebuild-delta: the .keras file to write")
     p.add_argument("--model", default="auto", choices=("auto", "compact", "routed"),
-                   help="what to export: auto (compact for global_k and the baselines, routed for spottune / spottune_global), "
+                   help=f"what to export: auto (compact for {strategies(lambda s: s.export_kind == 'compact')} and the plain strategies, "
+                        f"routed for {strategies(lambda s: s.export_kind == 'routed')}), "
                         "compact (one plain backbone), routed (policy + both copies)")
     p.add_argument("--routing", default="conditional", choices=("conditional", "both"),
                    help="routed models: conditional (only the chosen copy of each block runs for one image) or both")
@@ -54,7 +59,7 @@ def build_parser():
     quant.add_argument("--calibration-batches", type=int, default=DEFAULT_CALIBRATION_BATCHES,
                        help=f"batches of 32 training images for int8 calibration (default {DEFAULT_CALIBRATION_BATCHES})")
     quant.add_argument("--int8-io", action="store_true", help="int8 TFLite files get an int8 output (the input is uint8 pixels in every file)")
-    delta = p.add_argument_group("task delta (global_k runs)")
+    delta = p.add_argument_group(f"task delta ({strategies(lambda s: s.ships_task_delta)} runs)")
     delta.add_argument("--delta", action="store_true", help="write task_delta.npz: the fine-tuned blocks, head and classifier only")
     delta.add_argument("--rebuild-delta", metavar="FILE", help="rebuild the full Keras model from a delta file and the pretrained backbone; writes --out")
     delta.add_argument("--weights", help="with --rebuild-delta: the backbone's weights here ('default' or a file; default: as recorded)")

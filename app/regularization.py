@@ -143,6 +143,8 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
         fisher, report["fisher"] = _fisher(config, settings, network, backbone, bundle, image_size, cache_directory, verbose)
     if name in NEEDS_ATTENTION:
         attention, report["attention"] = _attention(config, settings, network, hooks, bundle, image_size, cache_directory, verbose)
+    from models.strategies import get_strategy
+
     terms = build_penalty_terms(
         name,
         network,
@@ -154,6 +156,7 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
         attention=attention,
         hooks=hooks,
         delta_reduction=settings["delta_reduction"],
+        exclude_parts=get_strategy(config.strategy).own_parts,
     )
     report["terms"] = [term.name for term in terms]
     _write_json(os.path.join(run_directory, REGULARIZATION_FILE), report)

@@ -1,70 +1,33 @@
-"""The run directory: the contract between `train`, `evaluate` and `export`.
+"""Re-export of `rundir.layout` (the run-directory contract lives below the verbs, where `export` reads it too)."""
 
-    <run>/config.json      everything needed to rebuild the run (TrainConfig)
-    <run>/model.keras      the trained model (loads with safe_mode on)
-    <run>/metrics.json     accuracy per split, images per split, training images/s, ...
-    <run>/history.csv      per-epoch losses and metrics
-    <run>/logs/            TensorBoard logs (train/ and validation/)
-    <run>/backup/          resume state while training runs (removed when it finishes)
-    <run>/dataset.json     class names and split sizes of the data the run saw
-"""
+from rundir.layout import (
+    BACKUP_DIR,
+    CONFIG_FILE,
+    DATASET_FILE,
+    HISTORY_FILE,
+    LOGS_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    RunDirError,
+    new_run_dir,
+    path,
+    read_json,
+    require_run,
+    write_json,
+)
 
-import datetime
-import json
-import os
-import re
-
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.csv"
-DATASET_FILE = "dataset.json"
-LOGS_DIR = "logs"
-BACKUP_DIR = "backup"
-
-
-class RunDirError(ValueError):
-    """A run directory is missing or incomplete. One line naming the problem and the fix."""
-
-
-def new_run_dir(config, root="runs"):
-    """A fresh, unique directory name under `root` describing the run."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    dataset = config.dataset or "default"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stamp}-{dataset}-{config.backbone}-{config.strategy}")
-    path = os.path.join(root, name)
-    suffix = 1
-    while os.path.exists(path):
-        suffix += 1
-        path = os.path.join(root, f"{name}-{suffix}")
-    return path
-
-
-def path(run_dir, *names):
-    return os.path.join(run_dir, *names)
-
-
-def write_json(run_dir, name, values):
-    os.makedirs(run_dir, exist_ok=True)
-    tmp = path(run_dir, name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-    os.replace(tmp, path(run_dir, name))
-
-
-def read_json(run_dir, name):
-    file = path(run_dir, name)
-    if not os.path.isfile(file):
-        raise RunDirError(f"{file} is missing: {run_dir} is not a finished adaptune run; pass a directory written by python -m app.train")
-    with open(file) as f:
-        return json.load(f)
-
-
-def require_run(run_dir, *names):
-    """Check `run_dir` exists and holds `names`; raise RunDirError otherwise."""
-    if not os.path.isdir(run_dir):
-        raise RunDirError(f"run directory {run_dir} does not exist; pass --run with a directory written by python -m app.train")
-    for name in names:
-        if not os.path.exists(path(run_dir, name)):
-            hint = " (training did not finish: continue it with python -m app.train --resume " + run_dir + ")" if os.path.isdir(path(run_dir, BACKUP_DIR)) else ""
-            raise RunDirError(f"{run_dir} has no {name}{hint}; pass a finished run written by python -m app.train")
+__all__ = [
+    "BACKUP_DIR",
+    "CONFIG_FILE",
+    "DATASET_FILE",
+    "HISTORY_FILE",
+    "LOGS_DIR",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "RunDirError",
+    "new_run_dir",
+    "path",
+    "read_json",
+    "require_run",
+    "write_json",
+]

@@ -12,19 +12,21 @@ import json
 import os
 import sys
 
-from app import run_dir as rd
-from app.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
 from app.errors import one_line_errors
 from app.recipes import apply_backbone_recipe
 from app.regularization import EXTRA_FLAGS as REGULARIZATION_EXTRA_FLAGS
 from app.regularization import add_regularization_flags, check_regularization
 from models.errors import ModelConfigError
+from rundir import layout as rd
+from rundir.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
 
 PROGRAM = "python -m app.train"
 NORMALIZE = ("auto", "source", "dataset")
 
 
 def build_parser():
+    from models.strategies import STRATEGIES
+
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
@@ -36,22 +38,11 @@ def build_parser():
     model.add_argument("--backbone", help=f"registered backbone (default {defaults.backbone})")
     model.add_argument("--weights", help="'default' (the backbone's pretrained file), 'none' (random init), or a path (.npz, .h5, .pth, .weights.h5)")
     model.add_argument("--strategy", help=f"fine-tuning strategy (default {defaults.strategy})")
-    model.add_argument("--k", type=int, help="number of blocks to fine-tune (last_k, global_k)")
+    model.add_argument("--k", type=int, help=f"number of blocks to fine-tune ({', '.join(name for name, s in STRATEGIES.items() if s.uses_k)})")
     model.add_argument("--bn", choices=("train", "frozen"), help="BatchNorm in the layers that train: 'train' (default) or 'frozen' (pretrained statistics kept)")
     model.add_argument("--dropout", type=float, help="dropout before the new classifier (default 0)")
     model.add_argument("--normalize", choices=NORMALIZE, help="input statistics: auto (default), source (the pretrained network's), dataset")
-    spot = p.add_argument_group("SpotTune (spottune, spottune_global, global_k)")
-    spot.add_argument("--tau", type=float, help="Gumbel-softmax temperature (default 5, the authors')")
-    spot.add_argument("--tau-schedule", choices=("constant", "exponential"), help="temperature schedule (default constant, the authors')")
-    spot.add_argument("--tau-min", type=float, help="floor of the exponential schedule (default 0.5)")
-    spot.add_argument("--tau-rate", type=float, help="decay per epoch of the exponential schedule (default 0.05)")
-    spot.add_argument("--frozen-bn", choices=("frozen", "train", "train_affine"), help="BatchNorm of the frozen copies: frozen (default), train (authors' code: statistics update), train_affine")
-    spot.add_argument("--inference", choices=("deterministic", "sample"), help="routing at evaluation: the most likely copy (default) or sampled as in the authors' code")
-    spot.add_argument("--policy-lr", type=float, help="policy network learning rate (default 0.01, the authors')")
-    spot.add_argument("--policy-weight-decay", type=float, help="policy network weight decay (default 1e-3, the authors')")
-    spot.add_argument("--policy-image-size", type=int, help="input side of the per-image policy network (default: the training size)")
-    spot.add_argument("--count-weight", type=float, help="global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep)")
-    spot.add_argument("--binarize-weight", type=float, help="global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep)")
+    add_strategy_flags(p)
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"global batch size (default {defaults.batch_size})")
@@ -73,10 +64,28 @@ def build_parser():
     return p
 
 
-EXTRA_FLAGS = (
-    "normalize", "eval_splits", "tau", "tau_schedule", "tau_min", "tau_rate", "frozen_bn", "inference",
-    "policy_lr", "policy_weight_decay", "policy_image_size", "count_weight", "binarize_weight",
-) + tuple(REGULARIZATION_EXTRA_FLAGS)
+def add_strategy_flags(parser):
+    """One argument group per strategy family, with the flags its strategies declare (`Strategy.flags`)."""
+    from models.strategies import get_strategy, strategy_flags
+
+    groups = {}
+    for flag, users in strategy_flags():
+        family = get_strategy(users[0]).family or users[0]
+        if family not in groups:
+            readers = [name for f, names in strategy_flags() if get_strategy(names[0]).family == family for name in names]
+            groups[family] = parser.add_argument_group(f"{family} ({', '.join(dict.fromkeys(readers))})")
+        kwargs = {"choices": flag.choices} if flag.choices else {"type": flag.type}
+        groups[family].add_argument(flag.option, help=flag.help, **kwargs)
+    return parser
+
+
+def strategy_flag_names():
+    from models.strategies import strategy_flags
+
+    return tuple(flag.name for flag, _ in strategy_flags())
+
+
+EXTRA_FLAGS = ("normalize", "eval_splits") + strategy_flag_names() + tuple(REGULARIZATION_EXTRA_FLAGS)
 
 
 def config_from_args(args):

@@ -13,29 +13,19 @@ import time
 import keras
 import numpy as np
 
-from app import run_dir as rd
-from app.callbacks import LearningRateLogger, RoutingMonitor, ThroughputMeter
-from app.config import TrainConfig
+from app.callbacks import LearningRateLogger, ThroughputMeter
 from app.devices import distribution_strategy
-from app.regularization import regularization_terms, report_distances
+from app.regularization import report_distances
 from app.subsets import apply_train_fraction
 from models.backbones import build_backbone
 from models.errors import ModelConfigError
-from models.backbones.base import block_name
-from models.compact import compact_classifier, fixed_decisions
-from models.spottune import POLICY_NAME, set_inference_mode
-from models.split_optimizer import SplitOptimizer
 from models.strategies import StrategyOptions, get_strategy
-from models.strategies.spottune import DEFAULT_TAU
-from models.temperature_schedule import TemperatureSchedule, gumbel_gates
-from models.transfer_trainer import TransferTrainer, logits_of
+from models.transfer_trainer import logits_of
+from rundir import layout as rd
+from rundir.config import TrainConfig
+from rundir.data import load_data  # noqa: F401  (app.training.load_data: the dataset of a run)
 
 DECATHLON_IMAGE_SIZE = 72
-DEFAULT_POLICY_LR = 0.01  # SpotTune authors' code
-DEFAULT_POLICY_WEIGHT_DECAY = 1e-3  # SpotTune authors' code
-ROUTING_FILE = "routing_heatmap.png"
-COMPACT_FILE = "compact.keras"
-ROUTED_STRATEGY_EVAL_SPLIT_ORDER = ("test", "validation", "train")
 
 
 def check_backbone_name(name):
@@ -44,13 +34,6 @@ def check_backbone_name(name):
 
     if name not in BACKBONES:
         raise ModelConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}")
-
-
-def load_data(config):
-    """The DatasetBundle a config asks for."""
-    from pipelines import load_dataset
-
-    return load_dataset(config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, seed=config.seed)
 
 
 def resolve_image_size(config, bundle, backbone):
@@ -79,41 +62,6 @@ def resolve_normalization(config, bundle, backbone):
     if mode == "source" or backbone.weights_source != "random":
         return dict(source), "source"
     return dataset_stats, "dataset"
-
-
-def make_optimizer(config, steps_per_epoch, routed=False):
-    """SGD with momentum (or Adam) on a linear-warmup + cosine schedule over the whole run.
-
-    For routed (SpotTune) strategies the policy network gets its own optimizer (authors' code:
-    SGD, lr 0.01, momentum 0.9, weight decay 1e-3, against lr 0.1 for the network), combined
-    with the network's in a `SplitOptimizer`.
-    """
-    main = _network_optimizer(config, steps_per_epoch)
-    if not routed:
-        return main
-    policy = keras.optimizers.SGD(
-        learning_rate=float(config.extra.get("policy_lr", DEFAULT_POLICY_LR)),
-        momentum=0.9,
-        weight_decay=float(config.extra.get("policy_weight_decay", DEFAULT_POLICY_WEIGHT_DECAY)) or None,
-    )
-    return SplitOptimizer(main, policy, [POLICY_NAME + "/"])
-
-
-def _network_optimizer(config, steps_per_epoch):
-    total_steps = max(1, steps_per_epoch * config.epochs)
-    warmup_steps = min(config.warmup_epochs, max(config.epochs - 1, 0)) * steps_per_epoch
-    if config.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.lr if warmup_steps == 0 else 0.0,
-            decay_steps=max(1, total_steps - warmup_steps),
-            warmup_target=config.lr if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
-    else:
-        rate = config.lr
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=rate)
-    return keras.optimizers.SGD(learning_rate=rate, momentum=config.momentum)
 
 
 def strategy_options(config):
@@ -193,18 +141,12 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     bundle = apply_train_fraction(config, load_data(config))
     distribution = distribution_strategy(config.distribute)
 
+    from app.trainer import build_trainer
+
     with distribution.scope():
-        network, backbone, image_size, normalization_source = build_model(config, bundle)
-        terms = get_strategy(config.strategy).training_terms(network, strategy_options(config))
-        terms = list(terms) + regularization_terms(config, network, backbone, bundle, run_directory, image_size)
-        model = TransferTrainer(network, terms=terms, name="trainer")
-        steps_per_epoch = max(1, math.ceil(bundle.split_sizes["train"] / config.batch_size))
-        routed = get_strategy(config.strategy).routed
-        model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch, routed=routed),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+        training = build_trainer(config, bundle, run_directory)
+    network, backbone, model, strategy = training.network, training.backbone, training.trainer, training.strategy
+    image_size, normalization_source = training.image_size, training.normalization_source
 
     os.makedirs(run_directory, exist_ok=True)
     if not resume:
@@ -235,12 +177,14 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         LearningRateLogger(),
         keras.callbacks.TerminateOnNaN(),
     ]
-    if routed:
-        callbacks += routing_callbacks(config, network, bundle, image_size, run_directory, validation_data)
+    splits = evaluation_splits(bundle, config.extra.get("eval_splits"))
+    context = training.context(config, bundle, run_directory, validation_data, splits)
+    callbacks += strategy.callbacks(context)
     callbacks += [
         keras.callbacks.CSVLogger(rd.path(run_directory, rd.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(rd.path(run_directory, rd.LOGS_DIR), update_freq="epoch", write_graph=False),
     ]
+    strategy.before_fit(context)
     started = time.perf_counter()
     try:
         history = model.fit(
@@ -261,13 +205,13 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
             f"(--lr {config.lr:g} now, try --lr {config.lr / 10:g})"
         )
 
+    strategy.after_fit(context)
+
     network.save(rd.path(run_directory, rd.MODEL_FILE))
     distances = report_distances(network, run_directory)
-    splits = evaluation_splits(bundle, config.extra.get("eval_splits"))
     accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
-    extra_metrics = {}
-    if routed:
-        extra_metrics = finish_routed_run(config, network, bundle, image_size, run_directory, accuracy, splits)
+    context.accuracy = dict(accuracy)
+    extra_metrics = strategy.finish(context)
     metrics = {
         "accuracy": accuracy,
         "images": images,
@@ -292,65 +236,6 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     if os.path.isdir(rd.path(run_directory, rd.BACKUP_DIR)):
         shutil.rmtree(rd.path(run_directory, rd.BACKUP_DIR), ignore_errors=True)
     return metrics
-
-
-def routing_callbacks(config, network, bundle, image_size, run_directory, validation_data):
-    """Temperature schedule and per-epoch routing logs for SpotTune strategies."""
-    extra = config.extra
-    callbacks = [
-        TemperatureSchedule(
-            initial=float(extra.get("tau", DEFAULT_TAU)),
-            schedule=extra.get("tau_schedule", "constant"),
-            rate=float(extra.get("tau_rate", 0.05)),
-            minimum=float(extra.get("tau_min", 0.5)),
-            gates=gumbel_gates(network),
-        )
-    ]
-    monitor_data = validation_data or bundle.batches("train", config.batch_size, training=False, image_size=image_size)
-    callbacks.append(RoutingMonitor(network, monitor_data, bundle.class_names, rd.path(run_directory, rd.LOGS_DIR, "routing")))
-    return callbacks
-
-
-def finish_routed_run(config, network, bundle, image_size, run_directory, accuracy, splits):
-    """Routing statistics, heatmap, sampled accuracy, and (global policies) the compact model."""
-    from app.routing_report import routing_statistics, save_heatmap
-
-    split = next((s for s in ROUTED_STRATEGY_EVAL_SPLIT_ORDER if s in splits), splits[0])
-    data = bundle.batches(split, config.batch_size, training=False, image_size=image_size)
-    statistics = routing_statistics(network, data, bundle.class_names)
-    statistics["split"] = split
-    save_heatmap(statistics, rd.path(run_directory, ROUTING_FILE))
-    routing = {"inference": "deterministic", **statistics}
-
-    set_inference_mode(network, "sample")
-    sampled, _ = evaluate_run_model(network, bundle, image_size, config.batch_size, [split])
-    set_inference_mode(network, "deterministic")
-    routing["accuracy_sampled"] = {split: sampled[split]}
-
-    strategy = get_strategy(config.strategy)
-    if strategy.policy == "global":
-        decisions = fixed_decisions(network)
-        forced = config.k is not None and sum(decisions) != config.k
-        if forced:
-            decisions = fixed_decisions(network, k=config.k)
-        policy_logits = keras.ops.convert_to_numpy(network.get_layer(POLICY_NAME).logits)
-        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(policy_logits, axis=-1))[:, 1]
-        routing["policy_probabilities"] = [round(float(p), 6) for p in probabilities]
-        compact = compact_classifier(network, decisions=decisions)
-        compact.save(rd.path(run_directory, COMPACT_FILE))
-        compact_accuracy, _ = evaluate_run_model(compact, bundle, image_size, config.batch_size, splits)
-        routing.update(
-            {
-                "decisions": decisions,
-                "finetuned_blocks": [i for i, d in enumerate(decisions) if d],
-                "finetuned_block_names": [block_name(i) for i, d in enumerate(decisions) if d],
-                "forced_top_k": bool(forced),
-                "compact_file": COMPACT_FILE,
-                "compact_accuracy": compact_accuracy,
-                "compact_parameters": int(compact.count_params()),
-            }
-        )
-    return {"routing": routing}
 
 
 def _skipped_count(bundle):

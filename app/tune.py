@@ -6,7 +6,7 @@ seeded, stratified share of the training images, and is scored on the held-out r
 The search space (log scale; every value has a default, the first trial's):
     alpha, beta   around the regulariser's defaults (x1/100 .. x100), or --alpha-range / --beta-range
     lr            --lr / 30 .. --lr x 3 (at most 1), or --lr-range
-    k             1 .. number of blocks, for strategies that use k (last_k, global_k)
+    k             1 .. number of blocks, for strategies that use k (`Strategy.uses_k`)
 Writes to --out: results.csv and results.md (one row per trial, best first), best_config.json
 (train it on the full training split with python -m app.train --config FILE), and TensorBoard logs
 with an HParams view (tensorboard --logdir OUT/logs).
@@ -20,13 +20,12 @@ Examples:
 import argparse
 import csv
 import dataclasses
-import math
 import os
 import sys
 
 from app.errors import one_line_errors
 from app.regularization import EXTRA_FLAGS as REGULARIZATION_FLAGS
-from app.regularization import add_regularization_flags, regularization_terms, settings_of
+from app.regularization import add_regularization_flags, settings_of
 from models.errors import ModelConfigError
 
 PROGRAM = "python -m app.tune"
@@ -72,27 +71,6 @@ def base_config(args):
     return config
 
 
-def build_trainer(config, bundle, run_directory, cache_directory=None, verbose=True):
-    """(compiled TransferTrainer, network, backbone, image size) for `config`, as app.training builds them."""
-    import keras
-
-    from app.training import build_model, make_optimizer, strategy_options
-    from models.strategies import get_strategy
-    from models.transfer_trainer import TransferTrainer
-
-    network, backbone, image_size, _ = build_model(config, bundle)
-    terms = list(get_strategy(config.strategy).training_terms(network, strategy_options(config)))
-    terms += regularization_terms(config, network, backbone, bundle, run_directory, image_size, cache_directory, verbose)
-    trainer = TransferTrainer(network, terms=terms, name="trainer")
-    steps_per_epoch = max(1, math.ceil(bundle.split_sizes["train"] / config.batch_size))
-    trainer.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return trainer, network, backbone, image_size
-
-
 def log_range(default, low=None, high=None, spread=100.0, ceiling=None):
     """(low, high) of a log-scale search around `default`, widened to contain it."""
     low = default / spread if low is None else float(low)
@@ -125,6 +103,7 @@ def _hypermodel_class():
             self.work_directory = work_directory
             self.verbose = verbose
             self.image_size = None
+            self.training = None  # the `app.trainer.Training` of the trial being built
 
         def values(self, hp):
             settings = settings_of(self.base)
@@ -152,22 +131,29 @@ def _hypermodel_class():
         def build(self, hp):
             import keras
 
+            from app.trainer import build_trainer
+
             config = self.config_for(hp)
             keras.utils.set_random_seed(config.seed)
-            trainer, _, _, self.image_size = build_trainer(config, self.bundle, self.work_directory, verbose=bool(self.verbose))
-            return trainer
+            self.training = build_trainer(config, self.bundle, self.work_directory, verbose=bool(self.verbose))
+            self.image_size = self.training.image_size
+            return self.training.trainer
 
         def fit(self, hp, model, *args, **kwargs):
             config = self.config_for(hp)
             image_size = self.image_size or _image_size(config, self.bundle)
             train_data = self.bundle.batches("train", config.batch_size, training=True, image_size=image_size, seed=config.seed)
             validation_data = self.bundle.batches("validation", config.batch_size, training=False, image_size=image_size)
+            callbacks = list(kwargs.get("callbacks", []))
+            if self.training is not None and self.training.trainer is model:
+                context = self.training.context(config, self.bundle, self.work_directory, validation_data, ["validation"])
+                callbacks += self.training.strategy.callbacks(context)
             return model.fit(
                 train_data,
                 validation_data=validation_data,
                 epochs=kwargs.get("epochs", config.epochs),
                 initial_epoch=kwargs.get("initial_epoch", 0),
-                callbacks=kwargs.get("callbacks", []),
+                callbacks=callbacks,
                 verbose=kwargs.get("verbose", self.verbose),
                 shuffle=False,
             )
@@ -322,7 +308,7 @@ def main(argv=None):
         best_hp = tuner.get_best_hyperparameters(1)[0]
         best = hypermodel.config_for(best_hp)
         best.out = None
-        from app import run_dir as rd
+        from rundir import layout as rd
 
         rd.write_json(
             out,

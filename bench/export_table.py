@@ -25,8 +25,8 @@ from export.report import human_size
 
 
 def make_run(root, strategy, epochs, image_size, k=None):
-    from app.config import TrainConfig
     from app.training import train
+    from rundir.config import TrainConfig
 
     directory = os.path.join(root, strategy)
     config = TrainConfig(strategy=strategy, epochs=epochs, image_size=image_size, k=k, out=directory, warmup_epochs=0)

@@ -13,8 +13,8 @@ import itertools
 import os
 import tempfile
 
-from app.config import TrainConfig
 from app.training import train
+from rundir.config import TrainConfig
 
 
 def main(argv=None):

@@ -4,7 +4,7 @@
                                      [--steps 5] [--repeats 20] [--strategy finetune]
                                      [--regularizers none,l2,l2sp,l2sp_fisher,l1sp,gl_sp,gl_sp_fisher,delta]
 
-Every regulariser gets its own freshly built network and `TransferTrainer` (as app.train builds
+Every regulariser gets its own freshly built network and trainer (`app.trainer.compile_trainer`, as app.train builds
 them); their steps are timed in interleaved rounds (each round times `--steps` steps of every
 regulariser in turn, after 3 warm-up steps that include tracing), so a slow phase of the machine
 hits all of them; the table reports the median and the fastest round of each, and their ratios
@@ -22,12 +22,12 @@ import time
 import keras
 import numpy as np
 
+from app.trainer import compile_trainer
 from models.backbones import build_backbone
 from models.regularizers import REGULARIZERS, build_penalty_terms
 from models.regularizers.parts import hook_layer_names
 from models.regularizers.variables import keyed_variables, shared_variables
 from models.strategies import StrategyOptions, get_strategy
-from models.transfer_trainer import TransferTrainer
 
 NORMALIZATION = {"mean": [0.5] * 3, "std": [0.25] * 3, "scale": 1 / 255}
 
@@ -46,13 +46,8 @@ def make_trainer(name, backbone_name, strategy_name, k, num_classes=10):
     if hooks:
         attention = [np.full((network.get_layer(h).output.shape[-1],), 1.0 / network.get_layer(h).output.shape[-1], "float32") for h in hooks]
     terms = list(strategy.training_terms(network, options))
-    terms += build_penalty_terms(name, network, fisher=fisher, attention=attention, hooks=hooks)
-    trainer = TransferTrainer(network, terms=terms)
-    trainer.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return trainer
+    terms += build_penalty_terms(name, network, fisher=fisher, attention=attention, hooks=hooks, exclude_parts=strategy.own_parts)
+    return compile_trainer(strategy, network, options, terms, keras.optimizers.SGD(0.01, momentum=0.9))
 
 
 def main(argv=None):

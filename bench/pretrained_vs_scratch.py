@@ -12,8 +12,8 @@ import argparse
 import os
 import tempfile
 
-from app.config import TrainConfig
 from app.training import train
+from rundir.config import TrainConfig
 
 
 def main(argv=None):

@@ -23,10 +23,10 @@ import time
 
 import keras
 
-from app.config import TrainConfig
 from app.subsets import apply_train_fraction
+from app.trainer import build_trainer
 from app.training import accuracy_of, load_data
-from app.tune import build_trainer
+from rundir.config import TrainConfig
 
 
 def run_cell(base, regularizer, fraction, seed, out):
@@ -36,7 +36,8 @@ def run_cell(base, regularizer, fraction, seed, out):
     keras.utils.set_random_seed(seed)
     bundle = apply_train_fraction(config, load_data(config))
     run = os.path.join(out, f"{regularizer}-{fraction:g}-seed{seed}")
-    trainer, network, _, image_size = build_trainer(config, bundle, run, cache_directory=os.path.join(out, f"cache-{fraction:g}-seed{seed}"), verbose=False)
+    training = build_trainer(config, bundle, run, cache_directory=os.path.join(out, f"cache-{fraction:g}-seed{seed}"), verbose=False)
+    trainer, network, image_size = training.trainer, training.network, training.image_size
     train = bundle.batches("train", config.batch_size, training=True, image_size=image_size, seed=seed)
     started = time.perf_counter()
     trainer.fit(train, epochs=config.epochs, verbose=0, shuffle=False)

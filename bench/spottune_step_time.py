@@ -15,9 +15,9 @@ import time
 import keras
 import numpy as np
 
+from app.trainer import compile_trainer
 from models.backbones import build_backbone
 from models.strategies import StrategyOptions, get_strategy
-from models.transfer_trainer import TransferTrainer
 
 # (backbone, image size, policy input size): the per-image policy network (widths 32-256, the
 # authors' design for ResNet-26) costs more than all of ResNet-20 at full resolution, so the
@@ -32,9 +32,7 @@ def step_seconds(strategy_name, backbone_name, image_size, batch_size, steps, re
     strategy = get_strategy(strategy_name)
     options = StrategyOptions(k=3 if strategy.requires_k else None, extra={"policy_image_size": policy_image_size})
     network = strategy.build(backbone, 10, NORM, options)
-    model = TransferTrainer(network, terms=strategy.training_terms(network, options))
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = compile_trainer(strategy, network, options, strategy.training_terms(network, options), keras.optimizers.SGD(0.01, momentum=0.9))
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
     labels = rng.integers(0, 10, (batch_size,)).astype("int32")

@@ -13,8 +13,8 @@ import os
 import pathlib
 import tempfile
 
-from app.config import TrainConfig
 from app.training import train
+from rundir.config import TrainConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KNOWN = {"default": (None, None), "clothing-small": ("folder", str(REPO.parent / "shared" / "data" / "clothing-small"))}

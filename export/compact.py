@@ -1,63 +1,33 @@
 """Which network a run ships: compact first, the routed SpotTune model only where it must be.
 
-A run directory holds `model.keras` (the trained network) and, for global-k (and spottune_global)
-runs, `compact.keras`. What is exported (`choose_export_model`, mode "auto"):
+A run directory holds `model.keras` (the trained network) and, for strategies whose policy does not
+depend on the image, `compact.keras`. What is exported (`choose_export_model`, mode "auto") follows
+the run's strategy's `export_kind`:
 
-- finetune, linear, last_k runs: the plain classifier in `model.keras` (kind "plain").
-- global_k runs (and any routed model whose decisions do not depend on the image): one plain
-  backbone, one copy per block (kind "compact"): `compact.keras` when present (it holds the exactly-k
-  decisions training chose), else `models.compact.compact_classifier(model.keras)` with the
-  decisions of metrics.json["routing"]["decisions"], else the model's deterministic decisions.
-- spottune and spottune_global runs: the routed model with deterministic decisions (kind "routed"):
-  policy network, gate and both copies of every block; `export.graph` computes only the chosen
-  copy of each block for a single image.
+- a plain model: the classifier in `model.keras` (kind "plain").
+- "compact" (and any routed model asked for its compact form): one plain backbone, one copy per
+  block (kind "compact"): `compact.keras` when present (it holds the exactly-k decisions training
+  chose), else `models.spottune.compact.compact_classifier(model.keras)` with the decisions of
+  metrics.json["routing"]["decisions"], else the model's deterministic decisions.
+- "routed": the routed model with deterministic decisions (kind "routed"): policy network, gate and
+  both copies of every block; `export.graph` computes only the chosen copy of each block for a
+  single image.
 
-Mode "compact" forces the compact form (e.g. a spottune_global run as one plain backbone); mode
+Mode "compact" forces the compact form (e.g. a global-policy run as one plain backbone); mode
 "routed" forces the routed model.
 """
 
 import dataclasses
 import os
 
-from app import run_dir as rd
 from models.errors import ModelConfigError
+from models.strategies import get_strategy
+from rundir import layout as rd
+from rundir.run import load_keras_model
 
 COMPACT_FILE = "compact.keras"
-ROUTED_STRATEGIES = ("spottune", "spottune_global")
 MODES = ("auto", "compact", "routed")
 KINDS = ("plain", "compact", "routed")
-
-
-@dataclasses.dataclass
-class Run:
-    """A finished run directory, read.
-
-    Attributes:
-        directory: the run directory.
-        config: its `app.config.TrainConfig`.
-        dataset: dataset.json (class_names, split_sizes, image_size, normalization).
-        metrics: metrics.json.
-    """
-
-    directory: str
-    config: object
-    dataset: dict
-    metrics: dict
-
-    @property
-    def strategy(self):
-        return self.config.strategy
-
-    @property
-    def image_size(self):
-        return int(self.dataset["image_size"])
-
-    @property
-    def class_names(self):
-        return list(self.dataset["class_names"])
-
-    def path(self, name):
-        return rd.path(self.directory, name)
 
 
 @dataclasses.dataclass
@@ -79,42 +49,9 @@ class ExportSource:
     routed: object = None
 
 
-def open_run(directory):
-    """Reads a finished run directory; raises `app.run_dir.RunDirError` (one line) when it is not one."""
-    from app.config import TrainConfig
-
-    rd.require_run(directory, rd.CONFIG_FILE, rd.DATASET_FILE, rd.MODEL_FILE, rd.METRICS_FILE)
-    try:
-        config = TrainConfig.load(rd.path(directory, rd.CONFIG_FILE))
-    except (ValueError, TypeError) as error:
-        raise rd.RunDirError(f"{rd.path(directory, rd.CONFIG_FILE)} is not a valid adaptune config ({_first_line(error)})") from None
-    dataset = rd.read_json(directory, rd.DATASET_FILE)
-    missing = [key for key in ("image_size", "class_names") if not dataset.get(key)]
-    if missing:
-        raise rd.RunDirError(f"{rd.path(directory, rd.DATASET_FILE)} has no {', '.join(missing)}; re-run python -m app.train")
-    return Run(directory, config, dataset, rd.read_json(directory, rd.METRICS_FILE))
-
-
-def load_keras_model(path):
-    """Loads an adaptune `.keras` file with safe_mode on; RunDirError (one line) if it cannot be read."""
-    import keras
-
-    from models import registry
-
-    registry.import_all_layers()
-    import models.spottune  # noqa: F401  (registers the routed layers)
-
-    if not os.path.isfile(path):
-        raise rd.RunDirError(f"{path} is missing; pass a finished run written by python -m app.train")
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:  # a truncated or foreign file: say which, in one line
-        raise rd.RunDirError(f"{path} could not be loaded as an adaptune model ({_first_line(error)})") from None
-
-
 def is_routed(model):
     """Whether `model` is a SpotTune model (RoutedBlock layers named block_01..)."""
-    from models.routed_block import RoutedBlock
+    from models.spottune.routed_block import RoutedBlock
 
     names = {layer.name: layer for layer in model.layers}
     return isinstance(names.get("block_01"), RoutedBlock)
@@ -124,14 +61,14 @@ def choose_export_model(run, mode="auto"):
     """The network `run` ships, as an `ExportSource` (see the module docstring).
 
     Args:
-        run: a `Run` from `open_run`.
+        run: a `rundir.run.Run` from `rundir.run.open_run`.
         mode: "auto", "compact" or "routed".
 
     Raises:
         ModelConfigError: unknown mode; "compact" asked of a per-image policy; "routed" asked of a plain run.
     """
-    from models.compact import compact_classifier, fixed_decisions
-    from models.spottune import set_inference_mode
+    from models.spottune.classifier import set_inference_mode
+    from models.spottune.compact import compact_classifier, fixed_decisions
 
     if mode not in MODES:
         raise ModelConfigError(f"unknown --model {mode!r}; choose one of {', '.join(MODES)}")
@@ -145,7 +82,7 @@ def choose_export_model(run, mode="auto"):
     routed_source = ExportSource(
         model, "routed", f"{rd.MODEL_FILE} ({run.strategy}, routed: policy + both copies, deterministic decisions)", routed=model
     )
-    if mode == "routed" or (mode == "auto" and run.strategy in ROUTED_STRATEGIES):
+    if mode == "routed" or (mode == "auto" and get_strategy(run.strategy).export_kind == "routed"):
         return routed_source
     compact_path = run.path(COMPACT_FILE)
     if os.path.isfile(compact_path):
@@ -159,7 +96,7 @@ def choose_export_model(run, mode="auto"):
                 f"{run.directory} ({run.strategy}) routes per image: it has no compact form; drop --model compact"
             ) from None
         return routed_source
-    recorded = _run_decisions(run)  # training's choice (global_k: exactly the k most likely blocks)
+    recorded = _run_decisions(run)  # training's choice (exactly the k most likely blocks when k was asked)
     decisions = recorded if recorded is not None and len(recorded) == len(deterministic) else deterministic
     compact = compact_classifier(model, decisions)
     return ExportSource(compact, "compact", f"{rd.MODEL_FILE} compacted with decisions {decisions} ({run.strategy})", decisions, model)
@@ -180,8 +117,3 @@ def finetuned_blocks(run, source):
     if source.decisions is not None:
         return [i for i, d in enumerate(source.decisions) if d]
     return None
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__

@@ -29,7 +29,6 @@ FORMAT = "adaptune-task-delta"
 VERSION = 1
 META_KEY = "__meta__"
 DELTA_FILE = "task_delta.npz"
-DELTA_STRATEGIES = ("global_k",)
 
 
 def _parts(model_or_backbone):

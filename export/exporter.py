@@ -26,8 +26,8 @@ import numpy as np
 from export import compact as export_compact
 from export import delta as export_delta
 from export import graph as export_graph
-from export import onnx_export, tflite
 from export import host as export_host
+from export import onnx_export, tflite
 from export import verify as export_verify
 from export.report import REPORT_FILE, write_report
 from models.errors import ModelConfigError
@@ -61,7 +61,7 @@ class ExportOptions:
         latency_runs: timed batch-1 calls per file (median reported).
         model: "auto", "compact" or "routed" (see `export.compact`).
         routing: "conditional" (tf.cond per block) or "both" for routed models.
-        delta: also write the task delta (global_k runs only).
+        delta: also write the task delta (runs of a strategy whose `ships_task_delta` is set).
         baselines: for routed models, measure the plain backbone (and both-copies graph) latency.
         seed: seed of the image sampling.
         log: callable for progress lines, or None.
@@ -132,9 +132,12 @@ def check_options(options):
 
 
 def check_delta_run(run):
-    if run.strategy not in export_delta.DELTA_STRATEGIES:
+    from models.strategies import STRATEGIES, get_strategy
+
+    if not get_strategy(run.strategy).ships_task_delta:
+        shipping = ", ".join(name for name, strategy in STRATEGIES.items() if strategy.ships_task_delta)
         raise ModelConfigError(
-            f"--delta needs a global_k run; {run.directory} is a {run.strategy} run (its model is not the pretrained backbone plus k blocks)"
+            f"--delta needs a run of {shipping}; {run.directory} is a {run.strategy} run (its model is not the pretrained backbone plus k blocks)"
         )
     if str(run.config.weights).lower() == "none":
         raise ModelConfigError(
@@ -151,8 +154,8 @@ class _Graphs:
         self.workdir = workdir
         self.models = {"model": (source.model, routing)}
         if source.kind == "routed":
-            from models.compact import compact_classifier
-            from models.spottune import routed_blocks
+            from models.spottune.classifier import routed_blocks
+            from models.spottune.compact import compact_classifier
 
             plain = compact_classifier(source.model, decisions=[0] * len(routed_blocks(source.model)), name="plain_backbone")
             self.models["both"] = (source.model, "both")
@@ -217,17 +220,18 @@ def export_run(run_directory, options=None):
     """Exports one run directory; returns the report (also written as export_report.json).
 
     Raises:
-        app.run_dir.RunDirError: missing or incomplete run directory.
-        ModelConfigError: unknown format / quantisation / mode, --delta on a run that is not global_k.
+        rundir.layout.RunDirError: missing or incomplete run directory.
+        ModelConfigError: unknown format / quantisation / mode, --delta on a run whose strategy ships no task delta.
     A file that fails conversion or verification does not raise: its row has status "failed" or
     "rejected" (see `export.report.problems`).
     """
-    from app.training import load_data
+    from rundir.data import load_data
+    from rundir.run import open_run
 
     options = options or ExportOptions()
     check_options(options)
     log = options.log or (lambda message: None)
-    run = export_compact.open_run(run_directory)
+    run = open_run(run_directory)
     if options.delta:
         check_delta_run(run)
     out = options.out or run.directory

@@ -96,14 +96,14 @@ def conditional_routed_function(model):
     """image uint8 -> {"logits"} of a routed model, each block computing only the copies its images chose.
 
     Args:
-        model: a SpotTune model (from `models.spottune.build_spottune_classifier` or its `.keras` file).
+        model: a SpotTune model (from `models.spottune.classifier.build_spottune_classifier` or its `.keras` file).
 
     Returns:
         a Python function to trace with `input_signature(image_size)`. Its logits equal the model's at
         deterministic inference (dropout and the global-k penalty are identities there).
     """
     from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, NORMALIZATION_NAME, STEM_NAME
-    from models.spottune import POLICY_NAME, routed_blocks
+    from models.spottune.classifier import POLICY_NAME, routed_blocks
 
     normalize = normalization_function(model.get_layer(NORMALIZATION_NAME))
     policy = model.get_layer(POLICY_NAME)

@@ -81,11 +81,15 @@ def assemble_classifier(
     x = backbone.stem(x)
     for block in backbone.blocks:
         x = block(x)
-    x = backbone.head(x)
-    if dropout and dropout > 0:
-        x = keras.layers.Dropout(float(dropout), name=DROPOUT_NAME)(x)
-    outputs = classifier(x)
+    outputs = classify(backbone.head(x), classifier, dropout)
     return keras.Model(inputs, outputs, name=name or f"{backbone.name}_classifier")
+
+
+def classify(features, classifier, dropout=0.0):
+    """The end of every adaptune network: head features [-> Dropout named "dropout"] -> `classifier`."""
+    if dropout and dropout > 0:
+        features = keras.layers.Dropout(float(dropout), name=DROPOUT_NAME)(features)
+    return classifier(features)
 
 
 def split_classifier(model):

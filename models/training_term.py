@@ -17,9 +17,16 @@ class TrainingTerm(keras.layers.Layer):
     non-trainable weights, so that it is saved with the training checkpoint and a resumed run
     keeps it).
 
+    A term's config holds its constructor arguments; those that refer to the network (its
+    variables, by path) are resolved by `bind(network)`, which `TransferTrainer.from_config` calls,
+    so a trainer saved as `.keras` loads back with its terms (their state comes from the weights).
+
     Args:
         **kwargs: passed to `keras.layers.Layer` (the `name` is the metric's name).
     """
+
+    def bind(self, network):
+        """Resolve the references a term rebuilt from its config has to `network` (default: none)."""
 
     def call(self, outputs, training=None):
         raise NotImplementedError

@@ -4,6 +4,8 @@ import keras
 
 from models.serialization import PACKAGE
 
+INPUT_SUFFIX = "/input"  # features[name + INPUT_SUFFIX]: the input of layer `name`
+
 
 def logits_of(outputs):
     """The class logits in a network's outputs: the tensor itself, or the "logits" entry of a dict."""
@@ -21,9 +23,10 @@ class TransferTrainer(keras.Model):
     metrics.json, with a `val_` twin on validation data). The compiled loss and metrics see only
     the logits. Two optional hooks for terms that need more than the outputs (DELTA):
     a term with `needs_inputs = True` is called as `term(outputs, images=x, training=...)`; and
-    when a term lists `feature_layers` (layer names of the network), the trainer runs a view of
-    the network sharing all its layers and returns `{"logits": ..., "features": {name: output}}`,
-    so intermediate feature maps come from the same forward pass. After training, `network` alone is saved as the run's model: the trainer and its
+    when a term lists `feature_layers` or `feature_inputs` (layer names of the network), the
+    trainer runs a view of the network sharing all its layers and returns
+    `{"logits": ..., "features": {name: output, name + "/input": input}}`, so intermediate feature
+    maps come from the same forward pass. After training, `network` alone is saved as the run's model: the trainer and its
     terms are training machinery, kept in the resume checkpoint (with the terms' state, such as
     the SP starting point w0) but not in the deployable model.
 
@@ -86,6 +89,8 @@ class TransferTrainer(keras.Model):
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         config["terms"] = [keras.saving.deserialize_keras_object(term) for term in config.get("terms", [])]
+        for term in config["terms"]:
+            term.bind(config["network"])  # a term's references to the network, by the names in its config
         return cls(**config)
 
 
@@ -100,11 +105,13 @@ class _FeatureView:
 
     @classmethod
     def of(cls, network, terms):
-        names = []
+        features = {}
         for term in terms:
-            names += [name for name in getattr(term, "feature_layers", ()) if name not in names]
-        if not names:
+            for name in getattr(term, "feature_layers", ()):
+                features[name] = network.get_layer(name).output
+            for name in getattr(term, "feature_inputs", ()):
+                features[name + INPUT_SUFFIX] = network.get_layer(name).input
+        if not features:
             return None
-        features = {name: network.get_layer(name).output for name in names}
         outputs = {"logits": logits_of(network.output), "features": features}
         return cls(keras.Model(network.input, outputs, name=f"{network.name}_features"))

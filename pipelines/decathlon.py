@@ -1,6 +1,6 @@
 """The Visual Decathlon tasks through TFDS (`visual_domain_decathlon/<name>`), offline only.
 
-Facts (METHODS.md sections 2 and 8): images with the shorter side 72, splits train / validation / test, test
+Facts (the Decathlon authors' code and the TFDS builder; docs/methods/spottune.md): images with the shorter side 72, splits train / validation / test, test
 labels hidden (TFDS stores -1), per-dataset channel statistics published by the authors (grey datasets are
 decoded as RGB, so their one value is replicated to the three channels).
 
@@ -30,7 +30,7 @@ NUM_CLASSES = {
     "omniglot": 1623, "svhn": 10, "ucf101": 101, "vgg-flowers": 102,
 }
 
-# (mean, std), RGB, images in [0, 1] (METHODS.md section 2, the authors' code).
+# (mean, std), RGB, images in [0, 1] (the Decathlon authors' code).
 DECATHLON_STATS = {
     "aircraft": ((0.4798, 0.5107, 0.5344), (0.2107, 0.2051, 0.2373)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),

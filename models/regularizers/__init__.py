@@ -12,7 +12,7 @@ the task loss, each logged as a metric under its name.
     l2sp_fisher   l2sp_fisher, l2_new      alpha/2 sum_j F_j (w_j - w_j^0)^2 + beta/2 ||w_new||^2
     l1sp          l1sp, l2_new             alpha sum_j |w_j - w_j^0| + beta/2 ||w_new||^2
     gl_sp         gl_sp, l2_new            alpha sum_g sqrt(n_g) ||w_g - w_g^0|| + beta/2 ||w_new||^2
-    gl_sp_fisher  gl_sp_fisher, l2_new     alpha sum_g sqrt(sum_{j in g} F_j) ||w_g - w_g^0|| + beta/2 ||w_new||^2
+    gl_sp_fisher  gl_sp_fisher, l2_new     alpha sum_g sqrt(n_g) sqrt(sum_{j in g} F_j (w_j - w_j^0)^2 + 1e-16) + beta/2 ||w_new||^2
     delta         delta, l2_new            alpha mean_x sum_j sum_c C_j W_jc 1/2 ||FM_jc(w) - FM_jc(w0)||^2 / (h w) + beta/2 ||w_new||^2
 
 References: Li, Grandvalet, Davoine, ICML 2018 (https://arxiv.org/abs/1802.01483);
@@ -81,6 +81,7 @@ def build_penalty_terms(
     attention=None,
     hooks=None,
     delta_reduction="mean",
+    exclude_parts=(),
 ):
     """The `TrainingTerm`s of regulariser `name` for `network`.
 
@@ -99,6 +100,7 @@ def build_penalty_terms(
         attention: for delta, list of `[C_j]` channel attention arrays, one per hook.
         hooks: for delta, the hooked layer names.
         delta_reduction: for delta, "mean" (default) or "sum" (the authors' code) over the batch.
+        exclude_parts: top-level layers no term touches (the strategy's `own_parts`).
 
     Returns:
         a list of `TrainingTerm`s (empty for "none").
@@ -113,7 +115,7 @@ def build_penalty_terms(
     if name == "none":
         return []
     shared = keyed_variables(shared_variables(network, penalize))
-    new = [v for _, v in new_variables(network, penalize)]
+    new = [v for _, v in new_variables(network, penalize, exclude=exclude_parts)]
     new_term = WeightDecayPenalty(new, beta, name=NEW_WEIGHTS_TERM)
     if name == "l2":
         return [WeightDecayPenalty(list(shared.values()), alpha, name="l2"), new_term]

@@ -1,4 +1,7 @@
-"""DELTA's channel attention: how much the target loss rises when one channel of a hooked layer is zeroed."""
+"""DELTA's channel attention: how much the target loss rises when one channel of a hooked layer is zeroed.
+
+Method page: docs/methods/delta.md.
+"""
 
 import time
 import typing
@@ -7,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from models.regularizers.hook_points import hooks_last_convolution, last_convolution
 from models.regularizers.parts import pretrained_parts
 
 
@@ -59,15 +63,17 @@ def estimate_channel_attention(
     The authors' recipe (DELTA code; Transfer-Learning-Library `calculate_channel_attention`):
     1. train only a new linear head on the frozen pretrained network (`head_epochs`, default 10);
     2. on `score_batches_count` batches (default 4), for each channel c of each hooked layer j,
-       zero channel c of that layer's output and record the rise of the batch-mean cross-entropy,
-       averaged over the batches;
+       zero filter c of the hooked convolution (the block's last one; its BatchNorm then turns
+       channel c into a constant, and the residual add follows) and record the rise of the
+       batch-mean cross-entropy, averaged over the batches;
     3. z-score the rises within the layer, then `W_j = softmax(z / temperature)` (temperature 5).
 
+    A hooked block without such a convolution (`models.regularizers.hook_points`: fire modules,
+    SpotTune's routed blocks) has channel c of its output zeroed instead (our fallback).
     Differences from the authors' code (our choices, for CPU cost): the head is trained on
     features computed once with the evaluation preprocessing (no augmentation; the pretrained
     network is frozen, so each epoch would recompute the same features up to augmentation), with
-    Adam; and "zero that filter" zeroes the channel of the hooked block's output (the authors hook
-    a convolution without bias, where zeroing the filter zeroes that output channel).
+    Adam. Method page: docs/methods/delta.md.
 
     Cost: one forward pass of the pretrained network over `head_batches`, a few seconds of head
     training, and for each hooked layer j, C_j forward passes of the rest of the network over each
@@ -97,14 +103,38 @@ def estimate_channel_attention(
     parts = pretrained_parts(network)
     indices = [int(hook.split("_")[-1]) - 1 for hook in hooks]
 
+    at_convolution = [hooks_last_convolution(network.get_layer(hook)) for hook in hooks]
+
     def prefix(images, stop):
-        """Outputs of blocks 0..stop-1 (activations at every hooked index)."""
+        """(output of blocks 0..stop-1, {index: input of block index})."""
         x = parts.stem(parts.normalization(images, training=False), training=False)
-        outputs = {}
+        inputs = {}
         for index in range(stop):
+            inputs[index] = x
             x = parts.blocks[index](x, training=False)
-            outputs[index] = x
-        return x, outputs
+        return x, inputs
+
+    def zeroed(index, x, chosen, filters):
+        """Outputs of block `index` for input `x`, one per channel in `chosen` with that channel zeroed, stacked."""
+        block = parts.blocks[index]
+        if not filters:
+            h = block(x, training=False)
+            masks = np.ones((len(chosen), 1, 1, 1, int(h.shape[-1])), np.float32)
+            for row, c in enumerate(chosen):
+                masks[row, ..., c] = 0.0
+            return ops.reshape(h[None] * masks, (-1,) + tuple(ops.shape(h)[1:]))
+        kernel = last_convolution(block).kernel
+        original = ops.convert_to_numpy(kernel)
+        outputs = []
+        try:
+            for c in chosen:
+                changed = original.copy()
+                changed[..., c] = 0.0
+                kernel.assign(changed)
+                outputs.append(block(x, training=False))
+        finally:
+            kernel.assign(original)
+        return ops.concatenate(outputs, axis=0)
 
     def suffix(x, start):
         for index in range(start, len(parts.blocks)):
@@ -143,16 +173,13 @@ def estimate_channel_attention(
         base_losses.append(base)
         batch = int(ops.shape(x)[0])
         for j, index in enumerate(indices):
-            h = activations[index]
-            channels = int(h.shape[-1])
+            block_input = activations[index]
+            channels = int(network.get_layer(hooks[j]).output.shape[-1])
             rises = np.zeros((channels,), np.float64)
             step = max(1, int(images_per_call) // batch)
             for first in range(0, channels, step):
                 chosen = list(range(first, min(channels, first + step)))
-                masks = np.ones((len(chosen), 1, 1, 1, channels), np.float32)
-                for row, c in enumerate(chosen):
-                    masks[row, ..., c] = 0.0
-                masked = ops.reshape(h[None] * masks, (-1,) + tuple(ops.shape(h)[1:]))
+                masked = zeroed(index, block_input, chosen, at_convolution[j])
                 logits = dense(suffix(masked, index + 1))
                 losses = ops.reshape(cross_entropy(logits, ops.tile(targets, (len(chosen),))), (len(chosen), batch))
                 rises[chosen] = ops.convert_to_numpy(ops.mean(losses, axis=1)) - base

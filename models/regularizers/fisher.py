@@ -1,4 +1,7 @@
-"""The diagonal empirical Fisher information at w0, from per-example gradients."""
+"""The diagonal empirical Fisher information at w0, from per-example gradients.
+
+Method page: docs/methods/l2_sp.md.
+"""
 
 import time
 import typing

@@ -1,4 +1,7 @@
-"""L1-SP: an absolute-value pull of the shared weights towards their starting point."""
+"""L1-SP: an absolute-value pull of the shared weights towards their starting point.
+
+Method page: docs/methods/l1_sp.md.
+"""
 
 import math
 
@@ -59,7 +62,13 @@ class L1SPPenalty(StartingPointTerm):
 
     def __init__(self, variables, alpha, starts=None, **kwargs):
         kwargs.pop("coefficients", None)
+        kwargs.pop("uses_coefficients", None)
         super().__init__(variables, alpha, starts=starts, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["uses_coefficients"]
+        return config
 
     def raw_penalty(self, differences, coefficients):
         return l1_sp(differences)

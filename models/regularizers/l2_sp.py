@@ -1,4 +1,7 @@
-"""L2-SP and L2-SP-Fisher: a quadratic pull of the shared weights towards their starting point."""
+"""L2-SP and L2-SP-Fisher: a quadratic pull of the shared weights towards their starting point.
+
+Method page: docs/methods/l2_sp.md.
+"""
 
 import keras
 from keras import ops

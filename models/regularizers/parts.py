@@ -19,7 +19,10 @@ class PretrainedParts(typing.NamedTuple):
 
 
 def hook_layer_names(backbone):
-    """DELTA's hooked layers: the last block of each stage, as layer names (block_03, block_06, ...).
+    """DELTA's hooked blocks: the last block of each stage, as layer names (block_03, block_06, ...).
+
+    Inside each, DELTA reads the raw output of the last convolution where the block has one
+    (`models.regularizers.hook_points`), else the block's output.
 
     Raises:
         ModelConfigError: the backbone declares no stages.
@@ -58,18 +61,28 @@ def pretrained_parts(network):
     )
 
 
-def feature_extractor(parts, hooks, name="pretrained_features"):
-    """A functional model `image -> [features at each hooked block]` from `PretrainedParts`.
+def feature_extractor(parts, hooks, convolution_hooks=None, name="pretrained_features"):
+    """A functional model `image -> [feature map of each hooked block]` from `PretrainedParts`.
 
-    Only the blocks up to the last hooked one are run.
+    The map of a hooked `BasicBlock` is its last convolution's raw output (before BatchNorm and
+    the residual add, the DELTA authors' hook); other blocks give their output. `convolution_hooks`
+    (names) overrides which blocks are read at their convolution, so that the pretrained side
+    matches the network being trained (a SpotTune routed block is read at its output, its frozen
+    copy here too). Only the blocks up to the last hooked one are run.
     """
+    from models.regularizers.hook_points import LastConvolutionOutput, hooks_last_convolution
+
     indices = [int(hook.split("_")[-1]) - 1 for hook in hooks]
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = parts.stem(parts.normalization(inputs))
     features = {}
     for index in range(max(indices) + 1):
-        x = parts.blocks[index](x)
-        features[index] = x
+        block = parts.blocks[index]
+        at_convolution = hooks_last_convolution(block) if convolution_hooks is None else block_name(index) in convolution_hooks
+        if index in indices and at_convolution:
+            features[index] = LastConvolutionOutput(block, name=f"{block.name}_hook")(x)
+        x = block(x)
+        features.setdefault(index, x)
     model = keras.Model(inputs, [features[index] for index in indices], name=name)
     model.trainable = False
     return model

@@ -15,3 +15,22 @@ class Untracked:
 
     def __init__(self, value):
         self.value = value
+
+
+def variable_paths(variables):
+    """The `path` of each variable: how a term's config names the network weights it refers to."""
+    return [variable.path for variable in variables]
+
+
+def is_unbound(variables):
+    """True when `variables` are paths from a config (strings), to be resolved by `resolve_variables`."""
+    return any(isinstance(variable, str) for variable in variables)
+
+
+def resolve_variables(network, paths):
+    """The variables of `network` with the given paths, in order; ValueError (one line) naming the first missing one."""
+    by_path = {variable.path: variable for variable in network.variables}
+    missing = [path for path in paths if path not in by_path]
+    if missing:
+        raise ValueError(f"network {network.name!r} has no variable {missing[0]!r} ({len(missing)} of {len(paths)} missing)")
+    return [by_path[path] for path in paths]

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.regularizers.references import Untracked
+from models.regularizers.references import Untracked, is_unbound, resolve_variables, variable_paths
 from models.serialization import PACKAGE
 from models.training_term import TrainingTerm
 
@@ -23,10 +23,13 @@ class StartingPointTerm(TrainingTerm):
 
     Args:
         variables: the network's variables to penalise (e.g. from
-            `models.regularizers.variables.shared_variables`).
+            `models.regularizers.variables.shared_variables`), or their paths (from a config: the
+            state is created by `bind(network)`, its values come from the saved weights).
         alpha: the trade-off weight multiplying the raw penalty.
         starts: optional list of arrays, w0 for each variable (default: the variables' current values).
         coefficients: optional list of non-negative arrays shaped like the variables (Fisher weights).
+        uses_coefficients: whether the term has coefficients (default: `coefficients is not None`);
+            set in the config, so that a term rebuilt from it creates their slots.
         **kwargs: passed to `TrainingTerm` (`name` is the metric's name).
 
     Call arguments:
@@ -34,20 +37,33 @@ class StartingPointTerm(TrainingTerm):
         training: unused; the penalty is the same in training and evaluation.
     """
 
-    def __init__(self, variables, alpha, starts=None, coefficients=None, **kwargs):
+    def __init__(self, variables, alpha, starts=None, coefficients=None, uses_coefficients=None, **kwargs):
         super().__init__(**kwargs)
         variables = list(variables)
         if float(alpha) < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
         self.alpha = float(alpha)
-        self._variables = Untracked(variables)
-        self.starts = [self._constant(v, starts[i] if starts is not None else None, f"w0_{i}") for i, v in enumerate(variables)]
-        self.coefficients = None
-        if coefficients is not None:
-            if len(coefficients) != len(variables):
-                raise ValueError(f"{len(coefficients)} coefficient arrays for {len(variables)} variables")
-            self.coefficients = [self._constant(v, c, f"coefficient_{i}") for i, (v, c) in enumerate(zip(variables, coefficients))]
+        self.uses_coefficients = coefficients is not None if uses_coefficients is None else bool(uses_coefficients)
+        if coefficients is not None and len(coefficients) != len(variables):
+            raise ValueError(f"{len(coefficients)} coefficient arrays for {len(variables)} variables")
+        self._paths = list(variables) if is_unbound(variables) else variable_paths(variables)
+        self._variables = Untracked(None)
+        self.starts, self.coefficients = [], None
+        if not is_unbound(variables):
+            self.create_state(variables, starts, coefficients)
         self.built = True
+
+    def bind(self, network):
+        """Refer to `network`'s variables (by the paths of the config) and create w0 (and coefficient) slots."""
+        self.create_state(resolve_variables(network, self._paths), None, None)
+
+    def create_state(self, variables, starts, coefficients):
+        """Keep references to `variables` and create the term's own weights: w0, and the coefficients if any."""
+        self._variables.value = list(variables)
+        self.starts = [self._constant(v, starts[i] if starts is not None else None, f"w0_{i}") for i, v in enumerate(variables)]
+        if self.uses_coefficients:
+            values = coefficients if coefficients is not None else [np.zeros(tuple(v.shape), "float32") for v in variables]
+            self.coefficients = [self._constant(v, c, f"coefficient_{i}") for i, (v, c) in enumerate(zip(variables, values))]
 
     def _constant(self, variable, value, name):
         weight = self.add_weight(shape=tuple(variable.shape), initializer="zeros", trainable=False, name=name, dtype=variable.dtype)
@@ -59,10 +75,12 @@ class StartingPointTerm(TrainingTerm):
 
     def penalized_variables(self):
         """The network variables this term penalises (references, not owned)."""
-        return list(self._variables.value)
+        return list(self._variables.value or [])
 
     def call(self, outputs, training=None):
         variables = self._variables.value
+        if variables is None:
+            raise ValueError(f"term {self.name!r} was rebuilt from its config: bind it to the network first")
         if not variables:
             return ops.zeros((), "float32")
         differences = [ops.cast(v, "float32") - ops.cast(w0, "float32") for v, w0 in zip(variables, self.starts)]
@@ -73,8 +91,7 @@ class StartingPointTerm(TrainingTerm):
         raise NotImplementedError
 
     def get_config(self):
-        # The variables are bound when the term is built at the start of training (app glue rebuilds
-        # terms from config.json); the config records the trade-off weight and the size.
+        # w0 and the coefficients are the term's weights, saved with them, not in the config.
         config = super().get_config()
-        config.update({"alpha": self.alpha, "num_variables": len(self._variables.value)})
+        config.update({"variables": list(self._paths), "alpha": self.alpha, "uses_coefficients": self.uses_coefficients})
         return config

@@ -2,17 +2,18 @@
 
     shared w_S: the trainable weights of the parts that existed in the source model, in the order
                 the data flows through them: "stem", "block_01" ... "block_NN", "head".
-    new w_new:  the trainable weights of the other top-level layers except SpotTune's routing
-                machinery: the new "classifier" (and any other layer a future strategy adds).
-    neither:    SpotTune's "policy" network (and its "gate", "global_k" layers): our decision.
-                The policy did not exist in the source model, so it has no starting point to be
-                pulled back to, and it already has its own weight decay in its own optimiser
-                (authors: 1e-3, `--policy-weight-decay`); adding beta/2 ||w||^2 on top would
-                regularise it twice (measured: with beta 0.01 that term alone was 3x the
-                cross-entropy of a SpotTune ResNet-20, the policy network being 1.2 M weights).
+    new w_new:  the trainable weights of the other top-level layers except those a strategy
+                trains and regularises itself (`Strategy.own_parts`): the new "classifier".
+    neither:    a strategy's own parts, passed as `exclude`. SpotTune's "policy" network (and its
+                "gate", "global_k" layers) is one (our decision): it did not exist in the source
+                model, so it has no starting point to be pulled back to, and it already has its own
+                weight decay in its own optimiser (authors: 1e-3, `--policy-weight-decay`); adding
+                beta/2 ||w||^2 on top would regularise it twice (measured: with beta 0.01 that term
+                alone was 3x the cross-entropy of a SpotTune ResNet-20, the policy network being
+                1.2 M weights).
 
 The selection is generic: it reads the top-level layer names of an assembled classifier
-(`models.classifier`) or a SpotTune model (`models.spottune`) and the `trainable` flags the
+(`models.classifier`) or a SpotTune model (`models.spottune.classifier`) and the `trainable` flags the
 strategy set. Under SpotTune each `block_NN` is a `RoutedBlock`; its trainable weights are those
 of the fine-tuned copy G_l (the frozen copy F_l is not trainable), so an SP penalty built from a
 freshly built network ties G_l to the pretrained weights, exactly as for plain fine-tuning.
@@ -25,7 +26,7 @@ import numpy as np
 from models.backbones.base import HEAD_NAME, NORMALIZATION_NAME, STEM_NAME
 
 PENALIZE = ("kernels", "all")
-# Top-level layers of a SpotTune model that route rather than classify (models.spottune names).
+# Top-level layers of a SpotTune model that route rather than classify (models.spottune.classifier names).
 ROUTING_PARTS = ("policy", "gate", "global_k")
 _BLOCK = re.compile(r"^block_\d+$")
 
@@ -55,13 +56,15 @@ def shared_variables(network, penalize="all"):
     )
 
 
-def new_variables(network, penalize="all"):
-    """[(part, variable)] of the trainable new weights w_new (the new classifier; not SpotTune's policy)."""
+def new_variables(network, penalize="all", exclude=()):
+    """[(part, variable)] of the trainable new weights w_new: the top-level layers that are not
+    source parts, except the parts named in `exclude` (a strategy's `own_parts`)."""
+    exclude = tuple(exclude)
     return _select(
         [
             (layer.name, v)
             for layer in network.layers
-            if not is_source_part(layer.name) and layer.name not in ROUTING_PARTS
+            if not is_source_part(layer.name) and layer.name not in exclude
             for v in layer.trainable_variables
         ],
         penalize,

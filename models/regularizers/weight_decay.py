@@ -1,9 +1,12 @@
-"""`alpha/2 * ||w||^2`: plain L2 (weight decay) as a loss term."""
+"""`alpha/2 * ||w||^2`: plain L2 (weight decay) as a loss term.
+
+Method page: docs/methods/l2_sp.md.
+"""
 
 import keras
 from keras import ops
 
-from models.regularizers.references import Untracked
+from models.regularizers.references import Untracked, is_unbound, resolve_variables, variable_paths
 from models.serialization import PACKAGE
 from models.training_term import TrainingTerm
 
@@ -26,7 +29,8 @@ class WeightDecayPenalty(TrainingTerm):
     decoupled weight decay, this term is part of the loss, so it is logged as a metric.
 
     Args:
-        variables: the network's variables (references, not owned).
+        variables: the network's variables (references, not owned), or their paths (from a config;
+            resolved by `bind`).
         weight: the trade-off weight (alpha or beta).
         **kwargs: passed to `TrainingTerm` (`name` is the metric's name).
 
@@ -47,16 +51,23 @@ class WeightDecayPenalty(TrainingTerm):
         if float(weight) < 0:
             raise ValueError(f"weight must be >= 0, got {weight!r}")
         self.weight = float(weight)
-        self._variables = Untracked(list(variables))
+        variables = list(variables)
+        self._paths = list(variables) if is_unbound(variables) else variable_paths(variables)
+        self._variables = Untracked(None if is_unbound(variables) else variables)
         self.built = True
 
+    def bind(self, network):
+        self._variables.value = resolve_variables(network, self._paths)
+
     def penalized_variables(self):
-        return list(self._variables.value)
+        return list(self._variables.value or [])
 
     def call(self, outputs, training=None):
+        if self._variables.value is None:
+            raise ValueError(f"term {self.name!r} was rebuilt from its config: bind it to the network first")
         return self.weight * squared_norm(self._variables.value)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"weight": self.weight, "num_variables": len(self._variables.value)})
+        config.update({"variables": list(self._paths), "weight": self.weight})
         return config

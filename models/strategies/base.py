@@ -1,15 +1,35 @@
-"""The strategy interface: how to turn a backbone into a trainable classifier for one method.
+"""The strategy interface: everything one fine-tuning method does, from flags to the exported network.
 
-A strategy decides which parts of the network train, how BatchNorm behaves, and which extra losses
-or callbacks its training needs. A new method is a new module with a `Strategy` subclass and one
-line in `models/strategies/__init__.py`.
+A strategy turns a backbone into a trainable classifier and owns the rest of its method's
+lifecycle, through hooks whose defaults do nothing:
+
+    flags / check_flags     its own command-line settings (kept in `StrategyOptions.extra`) and their checks
+    check                   whether the options fit a backbone
+    build                   backbone -> classifier, trainable flags set
+    training_terms          extra loss terms added to the cross-entropy
+    optimizer               parameter groups with their own optimizers (default: the network's optimizer)
+    own_parts               top-level layers it trains and regularises itself (no regulariser term touches them)
+    trainer_class           the `keras.Model` that runs `fit` (a subclass of `TransferTrainer` for a custom `train_step`)
+    callbacks               Keras callbacks for `fit`
+    before_fit / after_fit  phases before and after `fit` (a head pre-training, a pruning round, ...)
+    finish                  its metrics and files once the network is trained
+    export_kind             which network `export` takes: "plain", "compact" or "routed"
+    ships_task_delta        whether `export --delta` applies (the pretrained backbone plus k blocks)
+
+The application calls the hooks and names no strategy: a new method is a new package with a
+`Strategy` subclass and one line in `models/strategies/__init__.py` (worked example in the README).
+Strategies know nothing of the run directory's layout: hooks receive a `RunContext` whose `path`
+names files inside it.
 """
 
 import dataclasses
+import math
+import typing
 
 from models.errors import ModelConfigError
 
 BN_MODES = ("train", "frozen")
+EXPORT_KINDS = ("plain", "compact", "routed")
 
 
 @dataclasses.dataclass
@@ -23,7 +43,7 @@ class StrategyOptions:
             pretrained statistics, gamma/beta fixed: the keras-io transfer-learning advice for
             small datasets). BatchNorm in frozen layers is always in inference mode.
         dropout: dropout rate before the new classifier.
-        extra: strategy-specific settings (for instance the SpotTune temperature).
+        extra: strategy-specific settings, keyed by `StrategyFlag.name` (for instance the SpotTune temperature).
     """
 
     k: int | None = None
@@ -32,14 +52,100 @@ class StrategyOptions:
     extra: dict = dataclasses.field(default_factory=dict)
 
 
+class StrategyFlag(typing.NamedTuple):
+    """One setting a strategy reads from `StrategyOptions.extra`, offered as `--name-with-dashes`.
+
+    Attributes:
+        name: key in `extra` (and in config.json's "extra").
+        type: `float`, `int` or `str`.
+        help: the flag's help line, defaults included.
+        choices: allowed values of a `str` flag.
+        minimum: smallest allowed number (None: any).
+        positive: numbers must be > minimum rather than >= minimum.
+    """
+
+    name: str
+    type: type
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    positive: bool = False
+
+    @property
+    def option(self):
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value):
+        """Raise ModelConfigError (one line) when `value` is not allowed."""
+        if value is None:
+            return
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ModelConfigError(f"unknown {self.option} {value!r}; use one of {', '.join(self.choices)}")
+            return
+        if self.type in (int, float):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ModelConfigError(f"{self.option} must be a number, got {value!r}") from None
+            too_small = self.minimum is not None and (number <= self.minimum if self.positive else number < self.minimum)
+            if not math.isfinite(number) or too_small:
+                words = "a positive" if self.positive and self.minimum == 0 else "a non-negative" if self.minimum == 0 else "a"
+                bound = "" if self.minimum in (None, 0) else f" {'>' if self.positive else '>='} {self.minimum:g}"
+                raise ModelConfigError(f"{self.option} must be {words} number{bound}, got {value}")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a strategy's hooks see of a run: network, options, data and a place for files.
+
+    Attributes:
+        network: the network being trained.
+        options: its `StrategyOptions`.
+        batches: `batches(split, training=False)` -> finite dataset of (images, labels) at the run's image size.
+        class_names: names of the target classes.
+        path: `path(name)` -> a file path inside the run directory.
+        evaluate: `evaluate(model, splits)` -> {split: accuracy} with evaluation preprocessing.
+        splits: the labelled splits evaluated at the end, in train / validation / test order.
+        validation_data: the validation batches of `fit`, or None.
+        accuracy: {split: accuracy} of the trained network (filled before `finish`).
+    """
+
+    network: object
+    options: StrategyOptions
+    batches: typing.Callable
+    class_names: list
+    path: typing.Callable
+    evaluate: typing.Callable
+    splits: list = dataclasses.field(default_factory=list)
+    validation_data: object = None
+    accuracy: dict = dataclasses.field(default_factory=dict)
+
+
 class Strategy:
-    """Base class: subclasses set `name`, `description`, and implement `build`."""
+    """Base class: subclasses set `name`, `description`, and implement `build`; every other hook is optional."""
 
     name = ""
     description = ""
+    family = ""  # the heading of its flags in --help (e.g. "SpotTune")
     uses_k = False
     requires_k = False
-    routed = False  # SpotTune-style: a policy routes blocks between a frozen and a fine-tuned copy
+    flags: tuple = ()
+    own_parts: tuple = ()
+    export_kind = "plain"
+    ships_task_delta = False
+
+    @property
+    def trainer_class(self):
+        """The `keras.Model` class that wraps the network for `fit` (override for a custom `train_step`)."""
+        from models.transfer_trainer import TransferTrainer
+
+        return TransferTrainer
+
+    def check_flags(self, extra):
+        """Raise ModelConfigError (one line) for a bad value of one of this strategy's flags in `extra`."""
+        for flag in self.flags:
+            flag.check(extra.get(flag.name))
 
     def check(self, options, num_blocks):
         """Raise ModelConfigError (one line) when `options` do not fit a backbone of `num_blocks` blocks."""
@@ -48,7 +154,7 @@ class Strategy:
         if not 0.0 <= options.dropout < 1.0:
             raise ModelConfigError(f"--dropout must be in [0, 1), got {options.dropout}")
         if options.k is not None and not self.uses_k:
-            raise ModelConfigError(f"--k has no meaning for strategy {self.name!r}; drop it or use last_k / global_k")
+            raise ModelConfigError(f"--k has no meaning for strategy {self.name!r}; drop it or use a strategy that takes k")
         if self.requires_k:
             if options.k is None:
                 raise ModelConfigError(f"strategy {self.name!r} needs --k N (1 <= N <= {num_blocks})")
@@ -56,6 +162,7 @@ class Strategy:
                 raise ModelConfigError(
                     f"--k {options.k} is out of range: this backbone has {num_blocks} blocks; use 1 <= k <= {num_blocks}"
                 )
+        self.check_flags(options.extra)
 
     def build(self, backbone, num_classes, normalization, options):
         """Return a keras.Model mapping images in [0, 255] to class logits, trainable flags set."""
@@ -64,6 +171,27 @@ class Strategy:
     def training_terms(self, network, options):
         """Extra loss terms (`models.training_term.TrainingTerm`) the strategy adds while training."""
         return []
+
+    def optimizer(self, network, network_optimizer, options):
+        """The optimizer `fit` uses, given the one configured for the network (default: that one).
+
+        A strategy whose parts train with their own optimizer returns a `models.split_optimizer.SplitOptimizer`.
+        """
+        return network_optimizer
+
+    def callbacks(self, context):
+        """Keras callbacks for `fit` (a `RunContext` in)."""
+        return []
+
+    def before_fit(self, context):
+        """A phase run after the trainer is compiled and before `fit`; returns nothing."""
+
+    def after_fit(self, context):
+        """A phase run after `fit` and before the network is saved; returns nothing."""
+
+    def finish(self, context):
+        """The strategy's metrics (a dict merged into metrics.json) and files, once the network is trained and evaluated."""
+        return {}
 
     def trainable_summary(self, model):
         """Names of the top-level layers that have trainable weights, for the run's config."""

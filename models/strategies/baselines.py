@@ -6,6 +6,8 @@
 - `last_k`: the last k blocks, the head and the classifier train; the stem and the first L - k
   blocks stay frozen (so does the normalisation layer, which has no weights). The baseline that SpotTune's global-k is compared with (Guo et al., CVPR
   2019, Sec. 4).
+
+Method page: docs/methods/baselines.md.
 """
 
 from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, block_name

@@ -1,8 +1,8 @@
 import pytest
 
-from app.config import TrainConfig
 from app.train import build_parser, config_from_args
 from models.errors import ModelConfigError
+from rundir.config import TrainConfig
 
 
 def test_flags_override_config_file_and_defaults(tmp_path):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from app import regularization as reg
-from app.config import TrainConfig
 from app.subsets import apply_train_fraction, carve_validation
 from models.errors import ModelConfigError
+from rundir.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

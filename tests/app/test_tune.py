@@ -8,8 +8,8 @@ import keras_tuner
 import pytest
 
 from app import tune
-from app.config import TrainConfig
 from models.errors import ModelConfigError
+from rundir.config import TrainConfig
 from tests.app.helpers import FAST_TRAIN, read_json, run_cli
 
 RANGES = {"alpha": (1e-3, 10.0), "beta": (1e-4, 1.0), "lr": (1e-3, 0.5)}
@@ -84,3 +84,27 @@ def test_two_trial_search_runs_end_to_end_and_its_best_config_feeds_app_train(tm
     assert len(sessions) == 2
     assert glob.glob(str(out / "logs" / "events.out.tfevents.*"))
     assert not os.path.exists(out / "test")
+
+
+@pytest.mark.parametrize("strategy, k", [("global_k", 2), ("spottune", None)])
+def test_a_trial_trains_the_policy_with_its_own_optimizer(tmp_path, strategy, k):
+    # app.tune builds its trials with app.trainer.build_trainer, as app.train does: the policy
+    # network gets its own SGD (lr 0.01, momentum 0.9, weight decay 1e-3; SpotTune authors' code).
+    from app.training import load_data
+    from models.split_optimizer import SplitOptimizer
+
+    base = TrainConfig(strategy=strategy, k=k, image_size=16, batch_size=64, lr=0.05, epochs=1, extra={"policy_image_size": 8})
+    bundle = load_data(base)
+    model = tune._hypermodel_class()(base, bundle, ("lr",), RANGES, 9, str(tmp_path))
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("lr", 0.2)
+    trainer = model.build(hp)
+    optimizer = trainer.optimizer
+    assert isinstance(optimizer, SplitOptimizer)
+    assert float(optimizer.secondary.learning_rate) == pytest.approx(0.01)
+    assert optimizer.secondary.weight_decay == pytest.approx(1e-3)
+    assert optimizer.secondary.momentum == pytest.approx(0.9)
+    assert float(optimizer.main.learning_rate) != pytest.approx(0.01)  # the network's schedule, not the policy's
+    policy_variables = [v for v in trainer.network.get_layer("policy").trainable_variables]
+    assert policy_variables and all(optimizer.is_secondary(v) for v in policy_variables)
+    assert not any(optimizer.is_secondary(v) for v in trainer.network.get_layer("classifier").trainable_variables)

@@ -6,11 +6,11 @@ import os
 import keras
 import numpy as np
 
-from app.config import TrainConfig
 from models.backbones import build_backbone
 from models.classifier import assemble_classifier
-from models.compact import compact_classifier
-from models.spottune import build_spottune_classifier, routed_blocks
+from models.spottune.classifier import build_spottune_classifier, routed_blocks
+from models.spottune.compact import compact_classifier
+from rundir.config import TrainConfig
 
 CLOTHING_CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 TINY_POLICY = (4, 8, 8)
@@ -63,7 +63,7 @@ def routed_resnet20(policy="fixed", decisions=None, num_classes=10, weights="def
 
 def mixed_policy(model, images, seed=0, scale=2.0):
     """Makes a per-image policy's decisions depend strongly on the image, so images take different paths."""
-    from models.spottune import routing_model
+    from models.spottune.classifier import routing_model
 
     dense = model.get_layer("policy").dense
     rng = np.random.default_rng(seed)

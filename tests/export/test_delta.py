@@ -69,7 +69,8 @@ def test_export_of_a_global_k_run_writes_compact_tflite_and_delta(global_k_run, 
 
 
 def test_what_a_routed_run_exports(tmp_path):
-    from export.compact import choose_export_model, open_run
+    from export.compact import choose_export_model
+    from rundir.run import open_run
 
     routed, compact, decisions = global_k_models()
     routing = {"decisions": decisions, "finetuned_blocks": [6, 7, 8]}

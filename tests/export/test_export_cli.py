@@ -34,7 +34,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     # --delta on a run that is not global_k (checked before the model is even read).
     last_k = write_run(tmp_path / "last_k", None, "last_k", k=2)
     (tmp_path / "last_k" / "model.keras").write_bytes(b"")
-    assert "--delta needs a global_k run" in _error_line(capsys, ["--run", last_k, "--delta"])
+    assert "--delta needs a run of global_k" in _error_line(capsys, ["--run", last_k, "--delta"])
     # A model file that is not one.
     assert "could not be loaded" in _error_line(capsys, ["--run", last_k])
 

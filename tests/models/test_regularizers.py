@@ -56,10 +56,11 @@ def test_sp_penalties_equal_the_hand_computed_values():
         "l1sp": 0.3 * sum(np.sum(np.abs(x)) for x in d),
         # groups: the 3 output channels of the kernel (n_g = 2 each), the 3 entries of the vector (n_g = 1)
         "gl_sp": 0.3 * (np.sum(math.sqrt(2) * np.linalg.norm(d[0].reshape(2, 3), axis=0)) + np.sum(np.abs(d[1]))),
+        # the authors' GL-SP-Fisher: sqrt(n_g) * sqrt(sum_{j in g} F_j d_j^2)
         "gl_sp_fisher": 0.3
         * (
-            np.sum(np.sqrt(fisher[0].reshape(2, 3).sum(axis=0)) * np.linalg.norm(d[0].reshape(2, 3), axis=0))
-            + np.sum(np.sqrt(fisher[1]) * np.abs(d[1]))
+            np.sum(math.sqrt(2) * np.sqrt((fisher[0] * d[0] ** 2).reshape(2, 3).sum(axis=0)))
+            + np.sum(np.sqrt(fisher[1] * d[1] ** 2))
         ),
         "l2": 0.3 * 0.5 * sum(np.sum(x**2) for x in w),
     }
@@ -120,7 +121,8 @@ def test_frozen_layers_are_not_penalised():
 
 
 def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_leaves_the_policy_alone():
-    from models.spottune import build_spottune_classifier
+    from models.spottune.classifier import build_spottune_classifier
+    from models.strategies import get_strategy
 
     backbone = tiny_backbone()
     model = build_spottune_classifier(backbone, 3, normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, policy_widths=(4, 8, 8))
@@ -128,8 +130,10 @@ def test_under_spottune_the_penalty_ties_the_finetuned_copies_and_leaves_the_pol
     paths = [v.path for _, v in shared]
     assert any("block_01_finetuned" in p for p in paths)
     assert not any("pretrained" in p for p in paths)
-    assert {part for part, _ in new_variables(model)} == {"classifier"}  # the policy has its own weight decay
-    term = build_penalty_terms("l2sp", model)[0]
+    own = get_strategy("spottune").own_parts
+    assert {part for part, _ in new_variables(model)} == {"classifier", "policy"}
+    assert {part for part, _ in new_variables(model, exclude=own)} == {"classifier"}  # the policy has its own weight decay
+    term = build_penalty_terms("l2sp", model, exclude_parts=own)[0]
     assert value(term) == pytest.approx(0.0, abs=1e-9)
     # w0 of the fine-tuned copy equals the frozen pretrained copy's weights
     block = model.get_layer("block_01")
@@ -242,3 +246,42 @@ def test_distances_by_part():
     assert table["block_01"]["distance"] == pytest.approx(1.0)
     assert table["block_01"]["relative"] == pytest.approx(1 / math.sqrt(5))
     assert table["block_01"]["parameters"] == 5
+
+
+def authors_gl_sp_fisher(weights, starts, fisher, alpha):
+    """The L2-SP authors' TF code (mode 7), in NumPy: value and gradient of
+    `alpha * sum_g sqrt(n_g) * sqrt(sum_{j in g} F_j (w_j - w0_j)^2 + 1e-16)`, groups = output channels."""
+    total, gradients = 0.0, []
+    for w, w0, f in zip(weights, starts, fisher):
+        d = (w - w0).astype(np.float64)
+        f = f.astype(np.float64)
+        out = d.shape[-1]
+        n_g = d.size // out
+        norms = np.sqrt((f * d**2).reshape(-1, out).sum(axis=0) + 1e-16)
+        total += alpha * np.sum(math.sqrt(n_g) * norms)
+        gradients.append(alpha * math.sqrt(n_g) * f * d / norms)
+    return total, gradients
+
+
+def test_gl_sp_fisher_has_the_authors_value_and_gradient_on_a_tiny_network():
+    import tensorflow as tf
+
+    model, _ = tiny_classifier()
+    variables = [v for _, v in shared_variables(model, "kernels")]
+    w0 = numpy_of(variables)
+    rng = np.random.default_rng(3)
+    fisher = [rng.uniform(0.0, 3.0, w.shape).astype("float32") for w in w0]
+    term = GroupLassoSPPenalty(variables, alpha=0.7, fisher=fisher)
+    for variable, start in zip(variables, w0):
+        variable.assign((start + rng.normal(scale=0.05, size=start.shape)).astype("float32"))
+    expected, expected_gradients = authors_gl_sp_fisher(numpy_of(variables), w0, fisher, 0.7)
+    with tf.GradientTape() as tape:
+        penalty = term(None)
+    gradients = tape.gradient(penalty, variables)
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    for got, want in zip(gradients, expected_gradients):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
+    # The former reading, sqrt(sum_g F_j) * ||d_g||, has another gradient: the test above tells them apart.
+    d = [w - s for w, s in zip(numpy_of(variables), w0)]
+    former = [np.sqrt(f.reshape(-1, f.shape[-1]).sum(0)) * x / np.linalg.norm(x.reshape(-1, x.shape[-1]), axis=0) for f, x in zip(fisher, d)]
+    assert not all(np.allclose(a, 0.7 * b, rtol=1e-2) for a, b in zip(expected_gradients, former))

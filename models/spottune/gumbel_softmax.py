@@ -1,4 +1,4 @@
-"""The Gumbel-softmax gate of SpotTune (METHODS.md section 2): a differentiable discrete choice."""
+"""The Gumbel-softmax gate of SpotTune (docs/methods/spottune.md): a differentiable discrete choice."""
 
 import keras
 from keras import ops
@@ -45,9 +45,9 @@ class GumbelSoftmax(keras.layers.Layer):
     `P(choice = i) = softmax(logits)[i]` whatever the temperature.
 
     The temperature is a non-trainable variable (`self.temperature`), saved with the weights, so a
-    callback (`models.temperature_schedule.TemperatureSchedule`) can anneal it without retracing.
+    callback (`models.spottune.temperature_schedule.TemperatureSchedule`) can anneal it without retracing.
     The inference mode is a Python attribute read at trace time: after changing it on a compiled
-    model, use `models.spottune.set_inference_mode`, which also drops the cached functions.
+    model, use `models.spottune.classifier.set_inference_mode`, which also drops the cached functions.
 
     Args:
         temperature: initial temperature tau > 0. The authors use 5, constant.

@@ -1,4 +1,4 @@
-"""SpotTune's global policy (METHODS.md section 3): one learned logit pair per block, for all images."""
+"""SpotTune's global policy (docs/methods/global_k.md): one learned logit pair per block, for all images."""
 
 import keras
 from keras import ops

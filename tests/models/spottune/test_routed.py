@@ -12,16 +12,16 @@ from models.backbones.basic_block import BasicBlock
 from models.backbones.conv_stem import ConvStem
 from models.backbones.pooling_head import PoolingHead
 from models.errors import ModelConfigError
-from models.global_k_penalty import (
+from models.spottune.global_k_penalty import (
     GlobalKPenalty,
     binarize_loss,
     count_loss,
     expected_fractions,
     routing_fractions,
 )
-from models.routed_block import RoutedBlock
-from models.spottune import build_spottune_classifier, routed_blocks, routing_model, set_inference_mode
-from models.temperature_schedule import TemperatureSchedule
+from models.spottune.routed_block import RoutedBlock
+from models.spottune.classifier import build_spottune_classifier, routed_blocks, routing_model, set_inference_mode
+from models.spottune.temperature_schedule import TemperatureSchedule
 
 NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 POLICY_WIDTHS = (4, 8, 8)

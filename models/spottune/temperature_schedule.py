@@ -1,10 +1,13 @@
-"""A callback that sets the temperature of every Gumbel-softmax gate of a model at each epoch."""
+"""A callback that sets the temperature of every Gumbel-softmax gate of a model at each epoch.
+
+Method page: docs/methods/spottune.md.
+"""
 
 import math
 
 import keras
 
-from models.gumbel_softmax import GumbelSoftmax
+from models.spottune.gumbel_softmax import GumbelSoftmax
 
 SCHEDULES = ("constant", "exponential")
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.fixed_policy import FixedPolicy
-from models.global_policy import GlobalPolicy
-from models.gumbel_softmax import GumbelSoftmax
-from models.policy_network import PolicyNetwork
+from models.spottune.fixed_policy import FixedPolicy
+from models.spottune.global_policy import GlobalPolicy
+from models.spottune.gumbel_softmax import GumbelSoftmax
+from models.spottune.policy_network import PolicyNetwork
 
 
 def images(batch=4, size=8, seed=0):

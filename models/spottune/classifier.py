@@ -14,6 +14,8 @@ copy; only the blocks are doubled. The policy network sees the same normalised i
 backbone and is trained by the same loss through the straight-through gate.
 
 Importing this module registers every SpotTune layer, so a saved model loads with safe_mode on.
+
+Method page: docs/methods/spottune.md.
 """
 
 import keras
@@ -27,21 +29,21 @@ from models.backbones.base import (
     block_name,
     clone_layer,
 )
+from models.classifier import classify
 from models.errors import ModelConfigError
-from models.fixed_policy import FixedPolicy
-from models.global_k_penalty import GlobalKPenalty
-from models.global_policy import GlobalPolicy
-from models.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
-from models.policy_network import PolicyNetwork
 from models.preprocessing import ChannelNormalization
-from models.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
-from models.temperature_schedule import gumbel_gates
+from models.spottune.fixed_policy import FixedPolicy
+from models.spottune.global_k_penalty import GlobalKPenalty
+from models.spottune.global_policy import GlobalPolicy
+from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
+from models.spottune.policy_network import PolicyNetwork
+from models.spottune.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
+from models.spottune.temperature_schedule import gumbel_gates
 
 POLICIES = ("per_image", "global", "fixed")
 POLICY_NAME = "policy"
 GATE_NAME = "gate"
 GLOBAL_K_NAME = "global_k"
-DROPOUT_NAME = "dropout"
 
 
 def build_spottune_classifier(
@@ -162,10 +164,7 @@ def build_spottune_classifier(
     h = backbone.stem(x)
     for block in routed:
         h = block([h, routing])
-    h = backbone.head(h)
-    if dropout and dropout > 0:
-        h = keras.layers.Dropout(float(dropout), name=DROPOUT_NAME)(h)
-    outputs = classifier(h)
+    outputs = classify(backbone.head(h), classifier, dropout)
     return keras.Model(inputs, outputs, name=name or f"{backbone.name}_spottune")
 
 

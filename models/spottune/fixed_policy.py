@@ -1,4 +1,7 @@
-"""A policy whose decisions are fixed in advance: a global-k result, "last-k", or any 0/1 mask."""
+"""A policy whose decisions are fixed in advance: a global-k result, "last-k", or any 0/1 mask.
+
+Method page: docs/methods/global_k.md.
+"""
 
 import keras
 from keras import ops
@@ -18,7 +21,7 @@ class FixedPolicy(keras.layers.Layer):
     Decision 1 gives the logits `(-M, +M)`, decision 0 `(+M, -M)`, M = 1e4: in training (with noise),
     at deterministic or sampled inference, a hard gate returns exactly the one-hot of the decision,
     and no gradient reaches anything (the layer has no weights). A routed model with a fixed policy keeps the uniform
-    policy -> gate -> blocks graph, and `models.compact` turns it into a plain classifier.
+    policy -> gate -> blocks graph, and `models.spottune.compact` turns it into a plain classifier.
 
     Args:
         decisions: one 0/1 per block (1 = fine-tuned copy, 0 = pretrained copy).

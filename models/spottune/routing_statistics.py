@@ -3,13 +3,15 @@
 `fraction_finetuned[l]` is the share of images whose block l ran its fine-tuned copy (the
 deterministic decision unless the model was switched to sampling); `per_class[c][l]` the same
 over the images of class c.
+
+Method page: docs/methods/spottune.md.
 """
 
 import io
 
 import numpy as np
 
-from models.spottune import routing_model
+from models.spottune.classifier import routing_model
 
 
 def routing_statistics(network, dataset, class_names, max_batches=None):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from models.classifier import assemble_classifier, split_classifier
-from models.compact import compact_classifier, fixed_decisions
+from models.spottune.compact import compact_classifier, fixed_decisions
 from models.errors import ModelConfigError
-from models.spottune import routed_blocks
-from tests.models.test_routed import NORMALIZATION, images, perturb, spottune, tiny_backbone
+from models.spottune.classifier import routed_blocks
+from tests.models.spottune.test_routed import NORMALIZATION, images, perturb, spottune, tiny_backbone
 
 PLAIN_NAMES = ["image", "normalization", "stem", "block_01", "block_02", "block_03", "head", "classifier"]
 

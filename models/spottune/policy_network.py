@@ -1,4 +1,4 @@
-"""SpotTune's per-image policy network (METHODS.md section 2, authors' `agent_net.py`)."""
+"""SpotTune's per-image policy network (docs/methods/spottune.md, authors' `agent_net.py`)."""
 
 import math
 

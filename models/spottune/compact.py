@@ -1,7 +1,7 @@
 """From a routed (SpotTune) model with input-independent decisions to a plain classifier.
 
 After global-k training each block keeps one copy: the fine-tuned one where the block's
-probability of using it rounds to 1, the pretrained one elsewhere (METHODS.md section 3). The
+probability of using it rounds to 1, the pretrained one elsewhere (docs/methods/global_k.md). The
 result has the layer names of `models.classifier.assemble_classifier` (normalization, stem,
 block_01.., head, [dropout,] classifier), one backbone's parameters and one backbone's cost, and
 computes exactly what the routed model computes at deterministic inference.
@@ -11,12 +11,13 @@ import keras
 from keras import ops
 
 from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, NORMALIZATION_NAME, STEM_NAME, block_name, clone_layer
+from models.classifier import DROPOUT_NAME
 from models.errors import ModelConfigError
-from models.fixed_policy import FixedPolicy
-from models.global_policy import GlobalPolicy
-from models.gumbel_softmax import hard_one_hot
-from models.routed_block import set_trainable
-from models.spottune import DROPOUT_NAME, POLICY_NAME, routed_blocks
+from models.spottune.classifier import POLICY_NAME, routed_blocks
+from models.spottune.fixed_policy import FixedPolicy
+from models.spottune.global_policy import GlobalPolicy
+from models.spottune.gumbel_softmax import hard_one_hot
+from models.spottune.routed_block import set_trainable
 
 
 def fixed_decisions(model, k=None):

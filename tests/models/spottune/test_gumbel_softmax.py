@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.gumbel_softmax import GumbelSoftmax, hard_one_hot
-from models.temperature_schedule import TemperatureSchedule
+from models.spottune.gumbel_softmax import GumbelSoftmax, hard_one_hot
+from models.spottune.temperature_schedule import TemperatureSchedule
 
 FORBIDDEN_OPS = {"ArgMax", "ArgMin", "Bitcast", "BitwiseAnd"}
 

@@ -1,4 +1,4 @@
-"""The global-k loss terms of SpotTune (paper section 3.3; METHODS.md section 3).
+"""The global-k loss terms of SpotTune (paper section 3.3; docs/methods/global_k.md).
 
     loss = CE + count_weight * (sum_l v_l - k)^2 + binarize_weight * sum_l (-v_l * log v_l)
 

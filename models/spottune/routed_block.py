@@ -1,4 +1,7 @@
-"""One SpotTune block: a frozen pretrained copy and a fine-tuned copy, mixed per image by a gate."""
+"""One SpotTune block: a frozen pretrained copy and a fine-tuned copy, mixed per image by a gate.
+
+Method page: docs/methods/spottune.md.
+"""
 
 import keras
 from keras import ops
@@ -35,7 +38,7 @@ class RoutedBlock(keras.layers.Layer):
     - "frozen" (default; the paper's reading): `pretrained.trainable = False` and it is always
       called with `training=False`: no weight receives a gradient, BatchNorm normalises with its
       moving statistics and never updates them.
-    - "train" (the authors' code, as METHODS.md describes it): the layer stays `trainable` so its
+    - "train" (the authors' code, docs/methods/spottune.md): the layer stays `trainable` so its
       BatchNorm layers run in training mode (batch statistics; moving statistics updated), but
       every variable of the copy is marked `variable.trainable = False`, so neither the kernels
       nor gamma / beta are in `model.trainable_variables`: no optimizer touches them.

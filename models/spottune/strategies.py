@@ -1,0 +1,189 @@
+"""SpotTune strategies (Guo et al., "SpotTune: Transfer Learning through Adaptive Fine-tuning",
+CVPR 2019): every block has a frozen pretrained copy and a fine-tuned copy, and a policy picks
+one per image and block, trained end to end through a Gumbel-softmax gate.
+
+- `spottune`: the authors' per-image policy network.
+- `spottune_global`: one learned logit pair per block, shared by all images.
+- `global_k`: the global policy plus the two loss terms of the paper's Sec. 3.3,
+  `l1 * (sum_l v_l - k)^2 + l2 * sum_l (-v_l log v_l)`, so that exactly k blocks end fine-tuned
+  and the model can be cut down to one plain network (`models.spottune.compact`).
+
+The whole method lives here: its flags, the policy's own optimizer (a `SplitOptimizer`), the
+temperature schedule and routing monitor, the routing statistics, heatmap, sampled accuracy and
+compact model written when training ends, and which network export takes.
+Method page: docs/methods/spottune.md and docs/methods/global_k.md.
+"""
+
+import keras
+
+from models.backbones.base import block_name
+from models.split_optimizer import SplitOptimizer
+from models.spottune.classifier import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME, build_spottune_classifier, set_inference_mode
+from models.spottune.compact import compact_classifier, fixed_decisions
+from models.spottune.gumbel_softmax import INFERENCE_MODES
+from models.spottune.routed_block import FROZEN_BN_MODES
+from models.spottune.temperature_schedule import SCHEDULES, TemperatureSchedule, gumbel_gates
+from models.strategies.base import Strategy, StrategyFlag
+
+# Default weights of the global-k terms: chosen by the sweep in bench/global_k_sweep.py
+# (table in the README). The paper publishes none.
+DEFAULT_COUNT_WEIGHT = 10.0
+DEFAULT_BINARIZE_WEIGHT = 1.0
+DEFAULT_TAU = 5.0  # authors' code, constant
+DEFAULT_POLICY_LR = 0.01  # authors' code
+DEFAULT_POLICY_WEIGHT_DECAY = 1e-3  # authors' code
+DEFAULT_POLICY_MOMENTUM = 0.9  # authors' code
+ROUTING_FILE = "routing_heatmap.png"
+COMPACT_FILE = "compact.keras"
+ROUTING_LOGS = "logs/routing"
+# The split the routing statistics describe: the first of these that the run evaluates.
+STATISTICS_SPLIT_ORDER = ("test", "validation", "train")
+
+SPOTTUNE_FLAGS = (
+    StrategyFlag("tau", float, "Gumbel-softmax temperature (default 5, the authors')", minimum=0, positive=True),
+    StrategyFlag("tau_schedule", str, "temperature schedule (default constant, the authors')", choices=SCHEDULES),
+    StrategyFlag("tau_min", float, "floor of the exponential schedule (default 0.5)", minimum=0),
+    StrategyFlag("tau_rate", float, "decay per epoch of the exponential schedule (default 0.05)", minimum=0),
+    StrategyFlag(
+        "frozen_bn",
+        str,
+        "BatchNorm of the frozen copies: frozen (default), train (authors' code: statistics update), train_affine",
+        choices=FROZEN_BN_MODES,
+    ),
+    StrategyFlag(
+        "inference", str, "routing at evaluation: the most likely copy (default) or sampled as in the authors' code", choices=INFERENCE_MODES
+    ),
+    StrategyFlag("policy_lr", float, "policy network learning rate (default 0.01, the authors')", minimum=0),
+    StrategyFlag("policy_weight_decay", float, "policy network weight decay (default 1e-3, the authors')", minimum=0),
+    StrategyFlag("policy_image_size", int, "input side of the per-image policy network (default: the training size)", minimum=8),
+)
+GLOBAL_K_FLAGS = (
+    StrategyFlag("count_weight", float, "global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep)", minimum=0),
+    StrategyFlag("binarize_weight", float, "global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep)", minimum=0),
+)
+
+
+def policy_optimizer(extra):
+    """The policy network's own optimizer (authors' code: SGD, lr 0.01, momentum 0.9, weight decay 1e-3)."""
+    return keras.optimizers.SGD(
+        learning_rate=float(extra.get("policy_lr", DEFAULT_POLICY_LR)),
+        momentum=DEFAULT_POLICY_MOMENTUM,
+        weight_decay=float(extra.get("policy_weight_decay", DEFAULT_POLICY_WEIGHT_DECAY)) or None,
+    )
+
+
+class SpotTune(Strategy):
+    name = "spottune"
+    description = "per-image policy network routes each block to its frozen or fine-tuned copy"
+    family = "SpotTune"
+    policy = "per_image"
+    flags = SPOTTUNE_FLAGS
+    # The routing machinery did not exist in the source model and has its own weight decay in
+    # its own optimizer: no regulariser term pulls or decays it (see models.regularizers.variables).
+    own_parts = (POLICY_NAME, GATE_NAME, GLOBAL_K_NAME)
+    export_kind = "routed"
+
+    def global_k_settings(self, options):
+        return None
+
+    def build(self, backbone, num_classes, normalization, options):
+        extra = options.extra
+        return build_spottune_classifier(
+            backbone,
+            num_classes,
+            normalization=normalization,
+            policy=self.policy,
+            temperature=float(extra.get("tau", DEFAULT_TAU)),
+            inference=extra.get("inference", "deterministic"),
+            frozen_bn=extra.get("frozen_bn", "frozen"),
+            policy_image_size=extra.get("policy_image_size"),
+            global_k=self.global_k_settings(options),
+            dropout=options.dropout,
+            seed=extra.get("seed"),
+        )
+
+    def optimizer(self, network, network_optimizer, options):
+        """The network's optimizer for the network, the policy's own for the variables under "policy/"."""
+        return SplitOptimizer(network_optimizer, policy_optimizer(options.extra), [POLICY_NAME + "/"])
+
+    def callbacks(self, context):
+        """The temperature schedule, and the per-epoch routing logs (`logs/routing`) on the validation data."""
+        from models.spottune.routing_monitor import RoutingMonitor
+
+        extra = context.options.extra
+        schedule = TemperatureSchedule(
+            initial=float(extra.get("tau", DEFAULT_TAU)),
+            schedule=extra.get("tau_schedule", "constant"),
+            rate=float(extra.get("tau_rate", 0.05)),
+            minimum=float(extra.get("tau_min", 0.5)),
+            gates=gumbel_gates(context.network),
+        )
+        data = context.validation_data or context.batches("train")
+        return [schedule, RoutingMonitor(context.network, data, context.class_names, context.path(ROUTING_LOGS))]
+
+    def finish(self, context):
+        """Routing statistics and heatmap, the accuracy with sampled routing, and (global policies) the compact model."""
+        from models.spottune.routing_statistics import routing_statistics, save_heatmap
+
+        network = context.network
+        splits = context.splits
+        split = next((s for s in STATISTICS_SPLIT_ORDER if s in splits), splits[0])
+        statistics = routing_statistics(network, context.batches(split), context.class_names)
+        statistics["split"] = split
+        save_heatmap(statistics, context.path(ROUTING_FILE))
+        routing = {"inference": "deterministic", **statistics}
+        set_inference_mode(network, "sample")
+        routing["accuracy_sampled"] = {split: context.evaluate(network, [split])[split]}
+        set_inference_mode(network, "deterministic")
+        return {"routing": routing}
+
+
+class SpotTuneGlobal(SpotTune):
+    name = "spottune_global"
+    description = "one learned routing decision per block, shared by all images"
+    policy = "global"
+
+    def finish(self, context):
+        """SpotTune's routing report, plus the policy's probabilities and the compact model (compact.keras)."""
+        metrics = super().finish(context)
+        routing = metrics["routing"]
+        network, k = context.network, context.options.k
+        decisions = fixed_decisions(network)
+        forced = k is not None and sum(decisions) != k
+        if forced:
+            decisions = fixed_decisions(network, k=k)
+        logits = network.get_layer(POLICY_NAME).logits
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))[:, 1]
+        compact = compact_classifier(network, decisions=decisions)
+        compact.save(context.path(COMPACT_FILE))
+        routing.update(
+            {
+                "policy_probabilities": [round(float(p), 6) for p in probabilities],
+                "decisions": decisions,
+                "finetuned_blocks": [i for i, d in enumerate(decisions) if d],
+                "finetuned_block_names": [block_name(i) for i, d in enumerate(decisions) if d],
+                "forced_top_k": bool(forced),
+                "compact_file": COMPACT_FILE,
+                "compact_accuracy": context.evaluate(compact, context.splits),
+                "compact_parameters": int(compact.count_params()),
+            }
+        )
+        return metrics
+
+
+class GlobalK(SpotTuneGlobal):
+    name = "global_k"
+    description = "global policy with exactly k fine-tuned blocks; compacts to one plain network"
+    uses_k = True
+    requires_k = True
+    flags = SPOTTUNE_FLAGS + GLOBAL_K_FLAGS
+    export_kind = "compact"
+    ships_task_delta = True
+
+    def global_k_settings(self, options):
+        extra = options.extra
+        return {
+            "target_k": int(options.k),
+            "count_weight": float(extra.get("count_weight", DEFAULT_COUNT_WEIGHT)),
+            "binarize_weight": float(extra.get("binarize_weight", DEFAULT_BINARIZE_WEIGHT)),
+        }
