@@ -13,7 +13,9 @@ Examples:
         --weights PATH.pth --methods finetune,spottune --out runs/compare-decathlon
 
 A method is a strategy (finetune, linear, last_k, spottune, ...), a regulariser (l2, l2sp,
-l2sp_fisher, l1sp, glsp, delta: trained with finetune), or both joined by '+' (spottune+l2sp).
+l2sp_fisher, l1sp, gl_sp, delta: trained with finetune), or both joined by '+' (spottune+l2sp),
+optionally followed by settings of its own after ':' (linear:lr=0.01, l2sp:alpha=0.01:beta=0.01),
+which win over the shared ones for that method only.
 Writes OUT/results.md, OUT/results.csv and OUT/results.png (mean test accuracy with one standard
 deviation as error bars), and prints the table.
 """
@@ -21,6 +23,7 @@ deviation as error bars), and prints the table.
 import argparse
 import dataclasses
 import os
+import re
 import sys
 
 from app import run_dir as rd
@@ -42,12 +45,15 @@ class Method:
 
     strategy: str
     regularizer: str = "none"
+    settings: tuple = ()  # ((key, value), ...) for this method only
 
     @property
     def label(self):
         if self.regularizer == "none":
-            return self.strategy
-        return self.regularizer if self.strategy == "finetune" else f"{self.strategy}+{self.regularizer}"
+            name = self.strategy
+        else:
+            name = self.regularizer if self.strategy == "finetune" else f"{self.strategy}+{self.regularizer}"
+        return name + "".join(f":{key}={value}" for key, value in self.settings)
 
 
 def parse_methods(text):
@@ -58,7 +64,14 @@ def parse_methods(text):
     methods = []
     for token in (t.strip() for t in text.split(",") if t.strip()):
         strategy, regularizer = "finetune", "none"
-        for part in token.split("+"):
+        name, *assignments = token.split(":")
+        settings = []
+        for assignment in assignments:
+            key, sep, value = assignment.partition("=")
+            if not sep or not key:
+                raise ModelConfigError(f"method {token!r}: settings after ':' are KEY=VALUE, e.g. linear:lr=0.01")
+            settings.append((key.strip().replace("-", "_"), _value(value.strip())))
+        for part in name.split("+"):
             if part in STRATEGIES:
                 strategy = part
             elif part in REGULARIZERS and part != "none":
@@ -68,7 +81,7 @@ def parse_methods(text):
                     f"unknown method {part!r} in --methods; use strategies ({', '.join(sorted(STRATEGIES))}) "
                     f"or regularisers ({', '.join(r for r in REGULARIZERS if r != 'none')}), joined by '+'"
                 )
-        methods.append(Method(strategy, regularizer))
+        methods.append(Method(strategy, regularizer, tuple(settings)))
     if not methods:
         raise ModelConfigError("--methods is empty; pass e.g. --methods finetune,linear,l2sp")
     return methods
@@ -128,7 +141,8 @@ def base_values(args):
         if not sep or not key:
             raise ModelConfigError(f"--set takes KEY=VALUE, got {item!r}")
         key = key.strip().replace("-", "_")
-        (values if key in fields else extra)[key] = _value(text.strip())
+        value = text.strip().split(",") if key == "eval_splits" else _value(text.strip())
+        (values if key in fields else extra)[key] = value
     values["extra"] = extra
     return values
 
@@ -139,6 +153,9 @@ def cell_config(base, method, seed, fraction, k, task=None):
 
     values = {**base, "extra": dict(base.get("extra", {}))}
     values.update(strategy=method.strategy, regularizer=method.regularizer, seed=int(seed))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in method.settings:
+        (values if key in fields else values["extra"])[key] = value
     if method.strategy in ("last_k", "global_k"):
         values["k"] = int(k)
     if fraction < 1.0:
@@ -146,12 +163,12 @@ def cell_config(base, method, seed, fraction, k, task=None):
     if task is not None:
         values["dataset"] = task
     config = TrainConfig.from_dict(values)
-    return apply_backbone_recipe(config, explicit=set(base) | set(base.get("extra", {})))
+    return apply_backbone_recipe(config, explicit=set(values) | set(values["extra"]))
 
 
 def cell_directory(out, method, seed, fraction, task=None):
-    name = f"{method.label}-f{fraction:g}-s{seed}"
-    return os.path.join(out, "cells", *( [task] if task else [] ), name.replace("+", "_plus_"))
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{method.label}-f{fraction:g}-s{seed}".replace("+", "_plus_"))
+    return os.path.join(out, "cells", *([task] if task else []), name)
 
 
 def run_cell(config, directory, verbose):
@@ -290,7 +307,8 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         configs = [
             (task, method, fraction, seed, cell_config(base, method, seed, fraction, k, task))
-            for task in tasks for fraction in fractions for method in methods for seed in seeds
+            # seeds before methods: an interrupted comparison has every method at the same number of seeds
+            for task in tasks for fraction in fractions for seed in seeds for method in methods
         ]
         rows = []
         for number, (task, method, fraction, seed, config) in enumerate(configs, 1):

@@ -41,9 +41,7 @@ class Backbone:
         default_image_size: the input size the backbone was designed for.
         weights_source: where the weights came from ("random", or a file path).
         recipe: training settings this backbone needs from its pretrained weights (for instance
-            {"bn": "frozen"} for the ImageNet MobileNets), applied where the user gave no flag.
-        folded_batchnorm_layers: how many conv -> BatchNorm pairs were given back their scale on
-            loading (`models.weights.batchnorm_folding`); 0 for ordinary files.
+            {"bn": "frozen", "lr": 0.001} for the ImageNet MobileNets), applied where the user gave no flag.
     """
 
     name: str
@@ -58,7 +56,6 @@ class Backbone:
     default_image_size: int
     weights_source: str = "random"
     recipe: dict = dataclasses.field(default_factory=dict)
-    folded_batchnorm_layers: int = 0
 
     @property
     def num_blocks(self):

@@ -1,5 +1,5 @@
-"""ImageNet MobileNet V2 / V1 backbones: the import lands photographs on their classes, folded
-BatchNorm is given back its scale without changing the function, and bad files fail in one line."""
+"""ImageNet MobileNet V2 / V1 backbones: the import lands photographs on their classes and computes
+what keras.applications computes, the recipe they fine-tune with, and bad files fail in one line."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,6 @@ import keras
 from models.backbones import BACKBONES, build_backbone, recipe_of
 from models.classifier import assemble_classifier
 from models.errors import ModelConfigError
-from models.weights.batchnorm_folding import batchnorm_pairs, is_folded, unfold_batchnorm_scale
 from pipelines.images import decode_file
 
 # ../shared/data/imagenet-check/README.md: where a correct ImageNet import puts these photographs
@@ -52,37 +51,18 @@ def test_default_imagenet_weights_classify_the_check_photographs(name, shared_di
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))
-def test_unfolding_keeps_the_function_of_the_keras_application(name, shared_dir):
-    """Our backbone (BatchNorm scale moved out of the kernels) computes what keras.applications computes
-    with the same file loaded as it is, in inference mode."""
+def test_the_backbone_computes_what_the_keras_application_computes(name, shared_dir):
+    """Cut into stem, blocks, head and our source classifier (a Dense on logits, the file's top read by
+    layer name), the network gives keras.applications' probabilities with the same file, in inference mode."""
     file, application, kwargs = WEIGHTS[name]
     path = shared_dir / "weights" / "mobilenet-imagenet" / file
     backbone = build_backbone(name, str(path))
-    assert backbone.folded_batchnorm_layers == len(batchnorm_pairs(application(weights=None, input_shape=(64, 64, 3), **kwargs)))
     reference = application(weights=str(path), input_shape=(224, 224, 3), **kwargs)
     _, images = photographs(shared_dir)
     expected = keras.ops.convert_to_numpy(reference(images / 127.5 - 1.0, training=False)).reshape(len(images), -1)
     logits = keras.ops.convert_to_numpy(assemble_classifier(backbone, use_source_classifier=True)(images, training=False))
     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
-
-
-def test_unfolding_gives_every_filter_unit_output_variance_and_leaves_ordinary_weights_alone(shared_dir):
-    path = shared_dir / "weights" / "mobilenet-imagenet" / "mobilenet_v2_1.0_224_imagenet_no_top.h5"
-    model = keras.applications.MobileNetV2(weights=str(path), include_top=False, input_shape=(96, 96, 3))
-    pairs = batchnorm_pairs(model)
-    assert is_folded(pairs)
-    assert unfold_batchnorm_scale(model) == len(pairs)
-    assert not is_folded(pairs)
-    for _, bn in pairs:  # the stored variance of every conv output is now (v / (v + eps)) <= 1
-        variance = keras.ops.convert_to_numpy(bn.moving_variance)
-        assert np.all(variance <= 1.0 + 1e-6) and np.median(variance) > 0.9
-    assert unfold_batchnorm_scale(model) == 0  # applied once only
-    fresh = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(96, 96, 3))
-    before = [keras.ops.convert_to_numpy(v) for v in fresh.weights]
-    assert unfold_batchnorm_scale(fresh) == 0  # gamma 1, variance 1: initial values, not folded ones
-    for old, variable in zip(before, fresh.weights):
-        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(variable))
 
 
 def test_mobilenet_v1_blocks_stages_and_widths():
@@ -111,8 +91,26 @@ def test_a_file_of_another_width_is_a_one_line_error(shared_dir):
 def test_imagenet_backbones_declare_frozen_batchnorm_and_flags_win():
     from app.train import build_parser, config_from_args
 
-    assert recipe_of("mobilenet_v2") == {"bn": "frozen"} and recipe_of("resnet20") == {}
-    assert config_from_args(build_parser().parse_args(["--backbone", "mobilenet_v2"])).bn == "frozen"
+    assert recipe_of("mobilenet_v2") == {"bn": "frozen", "lr": 0.001} and recipe_of("resnet20") == {}
+    config = config_from_args(build_parser().parse_args(["--backbone", "mobilenet_v2"]))
+    assert (config.bn, config.lr) == ("frozen", 0.001)
+    assert config_from_args(build_parser().parse_args(["--backbone", "mobilenet", "--lr", "0.01"])).lr == 0.01
     assert config_from_args(build_parser().parse_args(["--backbone", "mobilenet_v2", "--bn", "train"])).bn == "train"
     assert config_from_args(build_parser().parse_args(["--backbone", "mobilenet_v2", "--weights", "none"])).bn == "train"
     assert config_from_args(build_parser().parse_args(["--backbone", "resnet20"])).bn == "train"
+
+
+def test_the_fisher_of_an_imagenet_backbone_uses_its_source_classifier():
+    """L2-SP-Fisher takes the source task's log-likelihood: the ImageNet classifier on the network's
+    features (a functional head's own output tensor is not part of the network: its call site is)."""
+    from app.regularization import fisher_model
+
+    backbone = build_backbone("mobilenet_0.75")
+    network = assemble_classifier(backbone, 10)
+    model, head = fisher_model(network, backbone)
+    assert head == "source"
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    features = keras.Model(network.input, network.get_layer("classifier").input)(x)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(backbone.source_classifier(features)), rtol=1e-5, atol=1e-5
+    )
