@@ -310,10 +310,18 @@ def main(argv=None):
             # seeds before methods: an interrupted comparison has every method at the same number of seeds
             for task in tasks for fraction in fractions for seed in seeds for method in methods
         ]
-        rows = []
+        rows, failed = [], []
         for number, (task, method, fraction, seed, config) in enumerate(configs, 1):
             directory = cell_directory(args.out, method, seed, fraction, task)
-            metrics, how = run_cell(config, directory, verbose=0 if args.quiet else 1)
+            try:
+                metrics, how = run_cell(config, directory, verbose=0 if args.quiet else 1)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # one failed cell must not end a comparison of hours
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                failed.append(f"{directory}: {type(error).__name__}: {message}")
+                print(f"[{number}/{len(configs)}] {directory}: FAILED ({failed[-1]})", file=sys.stderr, flush=True)
+                continue
             split, accuracy = score_split(metrics)
             rows.append({
                 "task": task, "method": method.label, "fraction": fraction, "seed": seed, "split": split,
@@ -321,6 +329,8 @@ def main(argv=None):
                 "images_per_second": metrics.get("train_images_per_second"), "exported_bytes": exported_size(directory),
             })
             print(f"[{number}/{len(configs)}] {directory}: {split} accuracy {accuracy:.4f} ({how})", flush=True)
+        if not rows:
+            raise ModelConfigError(f"every cell failed; the first: {failed[0]}")
         lines = summarise(rows)
         table = markdown(lines)
         prefix = os.path.join(args.out, RESULTS)
@@ -335,7 +345,9 @@ def main(argv=None):
             for method, (score, scored) in decathlon_lines(lines).items():
                 print(f"  {method}: {score:.0f} over {len(scored)} task(s): {', '.join(scored)}")
         print(f"\nwritten: {prefix}.md, {prefix}.csv, {prefix}.png")
-    return 0
+        for line in failed:
+            print(f"{PROGRAM}: error: cell failed (rerun to retry it): {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -114,3 +114,20 @@ def test_the_fisher_of_an_imagenet_backbone_uses_its_source_classifier():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(backbone.source_classifier(features)), rtol=1e-5, atol=1e-5
     )
+
+
+def test_delta_reads_the_blocks_of_a_functional_backbone_where_the_network_calls_them():
+    """DELTA's feature term on MobileNet (functional sub-model blocks): zero at w0, positive after a change."""
+    from models.regularizers import build_penalty_terms
+    from models.regularizers.parts import hook_layer_names
+
+    backbone = build_backbone("mobilenet_0.25", "none")
+    network = assemble_classifier(backbone, 3)
+    hooks = hook_layer_names(backbone)
+    attention = [np.full((network.get_layer(h).output.shape[-1],), 1.0, "float32") for h in hooks]
+    delta = build_penalty_terms("delta", network, hooks=hooks, attention=attention)[0]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert float(delta(None, images=x, training=False)) == pytest.approx(0.0, abs=1e-6)
+    kernel = network.get_layer("block_02").trainable_weights[0]
+    kernel.assign(kernel * 1.5)
+    assert float(delta(None, images=x, training=False)) > 0.0
