@@ -106,6 +106,7 @@ def build_parser():
     p.add_argument("--decathlon", action="store_true", help="run every method on each prepared Visual Decathlon task and print the Decathlon score")
     p.add_argument("--tasks", help="with --decathlon: comma list of tasks (default: all ten)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--table-only", action="store_true", help="train nothing: the table of the cells finished so far (the others are listed as missing)")
     base = p.add_argument_group("settings shared by every cell (as in python -m app.train)")
     for flag, kind in (
         ("--backbone", str), ("--weights", str), ("--dataset", str), ("--data-dir", str), ("--tfds-data-dir", str),
@@ -310,9 +311,12 @@ def main(argv=None):
             # seeds before methods: an interrupted comparison has every method at the same number of seeds
             for task in tasks for fraction in fractions for seed in seeds for method in methods
         ]
-        rows, failed = [], []
+        rows, failed, missing = [], [], []
         for number, (task, method, fraction, seed, config) in enumerate(configs, 1):
             directory = cell_directory(args.out, method, seed, fraction, task)
+            if args.table_only and not os.path.isfile(rd.path(directory, rd.METRICS_FILE)):
+                missing.append(directory)
+                continue
             try:
                 metrics, how = run_cell(config, directory, verbose=0 if args.quiet else 1)
             except KeyboardInterrupt:
@@ -345,6 +349,8 @@ def main(argv=None):
             for method, (score, scored) in decathlon_lines(lines).items():
                 print(f"  {method}: {score:.0f} over {len(scored)} task(s): {', '.join(scored)}")
         print(f"\nwritten: {prefix}.md, {prefix}.csv, {prefix}.png")
+        if missing:
+            print(f"not finished yet, left out of the table: {len(missing)} cells ({', '.join(os.path.basename(m) for m in missing[:5])}{' ...' if len(missing) > 5 else ''})")
         for line in failed:
             print(f"{PROGRAM}: error: cell failed (rerun to retry it): {line}", file=sys.stderr)
     return 1 if failed else 0
