@@ -17,14 +17,7 @@ import sys
 import numpy as np
 
 from models.errors import ModelConfigError
-from models.regularizers import (
-    DEFAULTS,
-    NEEDS_ATTENTION,
-    NEEDS_FISHER,
-    REGULARIZERS,
-    build_penalty_terms,
-    check_regularizer,
-)
+from models.regularizers import DEFAULTS, REGULARIZERS, build_penalty_terms, check_regularizer, get_regularizer
 from models.regularizers.variables import PENALIZE, distances_by_part, keyed_variables, shared_variables
 
 W0_FILE = "w0.npz"
@@ -127,7 +120,8 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
 
     settings = settings_of(config)
     name = settings["regularizer"]
-    hooks = hook_layer_names(backbone) if name in NEEDS_ATTENTION else None
+    needs = get_regularizer(name).needs
+    hooks = hook_layer_names(backbone) if "attention" in needs else None
     if name != "none":
         config.alpha, config.beta, config.penalize = settings["alpha"], settings["beta"], settings["penalize"]
     cache_directory = cache_directory or run_directory
@@ -139,9 +133,9 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
     if name == "none":
         _write_json(os.path.join(run_directory, REGULARIZATION_FILE), dict(report, terms=[]))
         return []
-    if name in NEEDS_FISHER:
+    if "fisher" in needs:
         fisher, report["fisher"] = _fisher(config, settings, network, backbone, bundle, image_size, cache_directory, verbose)
-    if name in NEEDS_ATTENTION:
+    if "attention" in needs:
         attention, report["attention"] = _attention(config, settings, network, hooks, bundle, image_size, cache_directory, verbose)
     from models.strategies import get_strategy
 
