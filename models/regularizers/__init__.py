@@ -24,7 +24,8 @@ Li et al., ICLR 2019 (https://arxiv.org/abs/1901.09229).
 import typing
 
 from models.errors import ModelConfigError
-from models.regularizers.delta import DeltaPenalty
+from models.flags import Flag
+from models.regularizers.delta import REDUCTIONS, DeltaPenalty
 from models.regularizers.group_lasso_sp import GroupLassoSPPenalty
 from models.regularizers.l1_sp import L1SPPenalty
 from models.regularizers.l2_sp import L2SPPenalty
@@ -54,12 +55,18 @@ class Regularizer:
         needs: subset of `NEEDS`: "w0" (the starting point), "fisher" (diagonal Fisher at w0, by
             variable key), "attention" (DELTA's channel attention and hooked layers).
         page: its method page in docs/methods/.
+        flags: its own settings (`Flag`s with defaults), read from the config's `extra`.
     """
 
     name = ""
     defaults = Defaults(0.0, 0.0, "-")
     needs: tuple = ()
     page = ""
+    flags: tuple = ()
+
+    def term_options(self, settings):
+        """Keyword arguments of `main_term` taken from the resolved `settings` (its flags)."""
+        return {}
 
     def main_term(self, network, shared, alpha, starts=None, fisher=None, attention=None, hooks=None, delta_reduction="mean"):
         """The penalty on the shared weights: a `TrainingTerm` named after the regulariser, or None."""
@@ -103,11 +110,24 @@ class L2SP(_StartingPointRegularizer):
     term_class = L2SPPenalty
 
 
+FISHER_FLAGS = (
+    Flag(
+        "fisher_head",
+        str,
+        "log-likelihood of the Fisher: the source classifier when the backbone has one (auto, default), or the new classifier (target)",
+        choices=("auto", "source", "target"),
+        default="auto",
+    ),
+    Flag("fisher_scale", str, "mean (default): F divided by its mean so alpha keeps L2-SP's meaning; raw: F as estimated", choices=("mean", "raw"), default="mean"),
+)
+
+
 class L2SPFisher(L2SP):
     name = "l2sp_fisher"
     defaults = Defaults(0.1, 0.01, "as L2-SP, with F normalised to mean 1 (our choice)")
     needs = ("w0", "fisher")
     fisher_argument = "coefficients"
+    flags = FISHER_FLAGS
 
 
 class L1SP(_StartingPointRegularizer):
@@ -131,6 +151,7 @@ class GroupLassoSPFisher(GroupLassoSP):
     defaults = Defaults(1e-4, 0.01, "as GL-SP, with F normalised to mean 1 (our choice)")
     needs = ("w0", "fisher")
     fisher_argument = "fisher"
+    flags = FISHER_FLAGS
 
 
 class Delta(Regularizer):
@@ -138,6 +159,19 @@ class Delta(Regularizer):
     defaults = Defaults(0.01, 0.01, "authors' code (DELTA)")
     needs = ("attention",)
     page = "delta.md"
+    attention_file = "delta_attention.npz"
+    flags = (
+        Flag("delta_head_epochs", int, "DELTA: epochs of the new head trained on the frozen network before scoring channels (default 10)", minimum=0, default=10),
+        Flag("delta_attention_batches", int, "DELTA: batches averaged when scoring channels (default 4)", minimum=1, default=4),
+        Flag("delta_reduction", str, "DELTA: mean (default) or sum (the authors' code) of the feature term over the batch", choices=REDUCTIONS, default="mean"),
+    )
+
+    def term_options(self, settings):
+        return {"delta_reduction": settings["delta_reduction"]}
+
+    def attention_options(self, settings):
+        """Keyword arguments of `estimate_channel_attention` from the resolved settings."""
+        return {"head_epochs": int(settings["delta_head_epochs"]), "score_batches_count": int(settings["delta_attention_batches"])}
 
     def main_term(self, network, shared, alpha, attention=None, hooks=None, delta_reduction="mean", **needs):
         if attention is None or hooks is None:
@@ -148,6 +182,15 @@ class Delta(Regularizer):
 REGISTRY = {r.name: r for r in (NoRegularizer(), L2(), L2SP(), L2SPFisher(), L1SP(), GroupLassoSP(), GroupLassoSPFisher(), Delta())}
 DEFAULTS = {name: r.defaults for name, r in REGISTRY.items()}
 REGULARIZERS = tuple(REGISTRY)
+
+
+def regularizer_flags():
+    """Every registered regulariser's flags, each once, in registry order."""
+    flags = {}
+    for regularizer in REGISTRY.values():
+        for flag in regularizer.flags:
+            flags.setdefault(flag.name, flag)
+    return list(flags.values())
 
 
 def get_regularizer(name):
@@ -237,4 +280,5 @@ __all__ = [
     "build_penalty_terms",
     "check_regularizer",
     "get_regularizer",
+    "regularizer_flags",
 ]

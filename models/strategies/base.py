@@ -23,7 +23,6 @@ names files inside it.
 """
 
 import dataclasses
-import math
 import typing
 
 from models.errors import ModelConfigError
@@ -43,56 +42,13 @@ class StrategyOptions:
             pretrained statistics, gamma/beta fixed: the keras-io transfer-learning advice for
             small datasets). BatchNorm in frozen layers is always in inference mode.
         dropout: dropout rate before the new classifier.
-        extra: strategy-specific settings, keyed by `StrategyFlag.name` (for instance the SpotTune temperature).
+        extra: strategy-specific settings, keyed by `Flag.name` (for instance the SpotTune temperature).
     """
 
     k: int | None = None
     bn: str = "train"
     dropout: float = 0.0
     extra: dict = dataclasses.field(default_factory=dict)
-
-
-class StrategyFlag(typing.NamedTuple):
-    """One setting a strategy reads from `StrategyOptions.extra`, offered as `--name-with-dashes`.
-
-    Attributes:
-        name: key in `extra` (and in config.json's "extra").
-        type: `float`, `int` or `str`.
-        help: the flag's help line, defaults included.
-        choices: allowed values of a `str` flag.
-        minimum: smallest allowed number (None: any).
-        positive: numbers must be > minimum rather than >= minimum.
-    """
-
-    name: str
-    type: type
-    help: str
-    choices: tuple | None = None
-    minimum: float | None = None
-    positive: bool = False
-
-    @property
-    def option(self):
-        return "--" + self.name.replace("_", "-")
-
-    def check(self, value):
-        """Raise ModelConfigError (one line) when `value` is not allowed."""
-        if value is None:
-            return
-        if self.choices is not None:
-            if value not in self.choices:
-                raise ModelConfigError(f"unknown {self.option} {value!r}; use one of {', '.join(self.choices)}")
-            return
-        if self.type in (int, float):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ModelConfigError(f"{self.option} must be a number, got {value!r}") from None
-            too_small = self.minimum is not None and (number <= self.minimum if self.positive else number < self.minimum)
-            if not math.isfinite(number) or too_small:
-                words = "a positive" if self.positive and self.minimum == 0 else "a non-negative" if self.minimum == 0 else "a"
-                bound = "" if self.minimum in (None, 0) else f" {'>' if self.positive else '>='} {self.minimum:g}"
-                raise ModelConfigError(f"{self.option} must be {words} number{bound}, got {value}")
 
 
 @dataclasses.dataclass
