@@ -19,11 +19,7 @@ import numpy as np
 from models.errors import ModelConfigError
 from models.regularizers import DEFAULTS, REGULARIZERS, build_penalty_terms, check_regularizer, get_regularizer, regularizer_flags
 from models.regularizers.variables import PENALIZE, distances_by_part, keyed_variables, shared_variables
-
-W0_FILE = "w0.npz"
-FISHER_FILE = "fisher.npz"
-REGULARIZATION_FILE = "regularization.json"
-DISTANCE_PLOT = "distance_to_w0.png"
+from rundir.layout import DISTANCE_PLOT, FISHER_FILE, REGULARIZATION_FILE, W0_FILE
 
 # Flags kept in TrainConfig.extra (app.train's EXTRA_FLAGS lists them): every regulariser's own, and the share of training images.
 EXTRA_FLAGS = tuple(flag.name for flag in regularizer_flags()) + ("train_fraction",)

@@ -63,6 +63,7 @@ class Regularizer:
     needs: tuple = ()
     page = ""
     flags: tuple = ()
+    files: dict = {}  # files it writes in the run directory beyond the regularisation glue
 
     def term_options(self, settings):
         """Keyword arguments of `main_term` taken from the resolved `settings` (its flags)."""
@@ -160,6 +161,7 @@ class Delta(Regularizer):
     needs = ("attention",)
     page = "delta.md"
     attention_file = "delta_attention.npz"
+    files = {attention_file: "channel attention and the loss rises behind it", attention_file + ".json": "how it was estimated"}
     flags = (
         Flag("delta_head_epochs", int, "DELTA: epochs of the new head trained on the frozen network before scoring channels (default 10)", minimum=0, default=10),
         Flag("delta_attention_batches", int, "DELTA: batches averaged when scoring channels (default 4)", minimum=1, default=4),

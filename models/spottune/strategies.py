@@ -83,6 +83,7 @@ class SpotTune(Strategy):
     # its own optimizer: no regulariser term pulls or decays it (see models.regularizers.variables).
     own_parts = (POLICY_NAME, GATE_NAME, GLOBAL_K_NAME)
     export_kind = "routed"
+    files = {ROUTING_FILE: "blocks x classes: fraction of images sent to the fine-tuned copy"}
 
     def global_k_settings(self, options):
         return None
@@ -143,6 +144,7 @@ class SpotTuneGlobal(SpotTune):
     name = "spottune_global"
     description = "one learned routing decision per block, shared by all images"
     policy = "global"
+    files = {**SpotTune.files, COMPACT_FILE: "the compact plain network, one copy per block"}
 
     def finish(self, context):
         """SpotTune's routing report, plus the policy's probabilities and the compact model (compact.keras)."""

@@ -13,6 +13,7 @@ lifecycle, through hooks whose defaults do nothing:
     callbacks               Keras callbacks for `fit`
     before_fit / after_fit  phases before and after `fit` (a head pre-training, a pruning round, ...)
     finish                  its metrics and files once the network is trained
+    files                   the files it writes in the run directory ({name: description})
     export_kind             which network `export` takes: "plain", "compact" or "routed"
     ships_task_delta        whether `export --delta` applies (the pretrained backbone plus k blocks)
 
@@ -60,7 +61,7 @@ class RunContext:
         options: its `StrategyOptions`.
         batches: `batches(split, training=False)` -> finite dataset of (images, labels) at the run's image size.
         class_names: names of the target classes.
-        path: `path(name)` -> a file path inside the run directory.
+        path: `path(name)` -> a file path inside the run directory, for a name the strategy declares in `files`.
         evaluate: `evaluate(model, splits)` -> {split: accuracy} with evaluation preprocessing.
         splits: the labelled splits evaluated at the end, in train / validation / test order.
         validation_data: the validation batches of `fit`, or None.
@@ -90,6 +91,7 @@ class Strategy:
     own_parts: tuple = ()
     export_kind = "plain"
     ships_task_delta = False
+    files: dict = {}
 
     @property
     def trainer_class(self):

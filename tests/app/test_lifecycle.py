@@ -14,6 +14,7 @@ class Recording(FineTune):
     """Full fine-tuning that records which hooks ran, with what."""
 
     name = "recording"
+    files = {"recording.txt": "the splits finish saw"}
 
     def __init__(self):
         self.calls = []
@@ -54,3 +55,20 @@ def test_train_calls_the_hooks_in_order_and_merges_finish_into_metrics(tmp_path,
     assert metrics["recording"]["accuracy_seen"] == metrics["accuracy"]  # finish sees the evaluated accuracy
     assert json.loads((run / "metrics.json").read_text())["recording"] == metrics["recording"]
     assert (run / "recording.txt").read_text() == ",".join(metrics["accuracy"])
+    # the run directory holds only files its contract names
+    from models.regularizers import get_regularizer
+    from rundir.layout import run_files
+
+    assert {p.name for p in run.iterdir()} <= set(run_files(strategy, get_regularizer("none")))
+
+
+def test_a_strategy_cannot_write_a_file_it_does_not_declare(tmp_path):
+    import pytest
+
+    from rundir.layout import declared_path, run_files
+
+    files = run_files(Recording())
+    assert declared_path(str(tmp_path), "recording.txt", files) == str(tmp_path / "recording.txt")
+    assert declared_path(str(tmp_path), "logs/routing", files) == str(tmp_path / "logs/routing")
+    with pytest.raises(ValueError, match="not a declared file"):
+        declared_path(str(tmp_path), "surprise.png", files)

@@ -18,6 +18,11 @@ def test_global_k_run_ends_with_exactly_k_fine_tuned_blocks_and_a_compact_model(
     assert len(routing["fraction_finetuned"]) == 9  # ResNet-20 has 9 blocks
     assert set(routing["per_class"]) == set(read_json(run / "dataset.json")["class_names"])
     assert (run / "routing_heatmap.png").stat().st_size > 1000
+    from models.regularizers import get_regularizer
+    from models.strategies import get_strategy
+    from rundir.layout import run_files
+
+    assert {p.name for p in run.iterdir()} <= set(run_files(get_strategy("global_k"), get_regularizer("none")))
     assert 0.0 <= routing["accuracy_sampled"][routing["split"]] <= 1.0
 
     import models  # noqa: F401  (registers every adaptune layer)
