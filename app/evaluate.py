@@ -3,6 +3,7 @@
 Examples:
     python -m app.evaluate --run runs/<run> [--split test]
     python -m app.evaluate --backbone resnet20 --dataset folder --data-dir ../shared/data/cifar10-sample/test
+    python -m app.evaluate --backbone mobilenet_v2 --images ../shared/data/imagenet-check/cat.bmp [more ...]
 """
 
 import argparse
@@ -27,7 +28,45 @@ def build_parser():
     src.add_argument("--data-dir", help="folder of images whose class names are source classes of the backbone")
     src.add_argument("--tfds-data-dir")
     src.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+    src.add_argument("--images", nargs="+", metavar="FILE", help="photographs to classify with the source classifier (top-5 classes each)")
+    src.add_argument("--top", type=int, default=5, help="with --images: how many classes to print (default 5)")
     return p
+
+
+def classify_images(args):
+    """The top classes of the backbone's own (source) classifier for each of `args.images`.
+
+    Returns:
+        [(file, [(class name, probability), ...]), ...]; an unreadable file gets an empty list and a
+        warning on stderr (the others are still classified).
+    """
+    import numpy as np
+
+    from models.backbones import build_backbone
+    from models.classifier import assemble_classifier
+    from pipelines.images import decode_file
+
+    backbone = build_backbone(args.backbone, weights=args.weights)
+    if backbone.source_classifier is None:
+        raise ModelConfigError(
+            f"backbone {args.backbone} (weights {backbone.weights_source}) has no source classifier: "
+            "pass a weights file that holds it (the ImageNet file without '_no_top')"
+        )
+    model = assemble_classifier(backbone, use_source_classifier=True)
+    size = args.image_size or backbone.default_image_size
+    results = []
+    for file in args.images:
+        image = decode_file(file, size)
+        if image is None:
+            print(f"{PROGRAM}: warning: {file} is not a readable image; skipped", file=sys.stderr)
+            results.append((file, []))
+            continue
+        logits = np.asarray(model.predict(image[None].astype("float32"), verbose=0))[0]
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        top = np.argsort(-probabilities)[: max(1, args.top)]
+        results.append((file, [(backbone.source_class_names[i], float(probabilities[i])) for i in top]))
+    return results
 
 
 def evaluate_run(run_directory, split=None, batch_size=None):
@@ -98,6 +137,11 @@ def main(argv=None):
         if args.run:
             accuracy, images = evaluate_run(args.run, args.split, args.batch_size)
             print_summary(f"run {args.run} (model.keras reloaded with safe_mode=True)", accuracy, images)
+        elif args.images:
+            for file, top in classify_images(args):
+                print(file)
+                for name, probability in top:
+                    print(f"  {probability:6.1%}  {name}")
         else:
             accuracy, images = evaluate_source(args)
             print_summary(f"pretrained {args.backbone} with its source classifier", accuracy, images)

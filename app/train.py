@@ -13,6 +13,7 @@ import os
 import sys
 
 from app.errors import one_line_errors
+from app.recipes import apply_backbone_recipe
 from app.regularization import EXTRA_FLAGS as REGULARIZATION_EXTRA_FLAGS
 from app.regularization import add_regularization_flags, check_regularization
 from models.errors import ModelConfigError
@@ -106,7 +107,8 @@ def config_from_args(args):
         elif name in fields:
             values[name] = value
     values["extra"] = extra
-    return TrainConfig.from_dict(values)
+    config = TrainConfig.from_dict(values)
+    return apply_backbone_recipe(config, explicit=set(values) | set(extra))
 
 
 def explicit_flags(args):

@@ -7,6 +7,7 @@ Every builder takes `weights` ("default", "none" or a file path) and returns a
 import functools
 
 from models.backbones.base import Backbone
+from models.backbones.keras_applications import SPECS as KERAS_APPLICATIONS
 from models.backbones.keras_applications import build_keras_application
 from models.backbones.resnet26 import build_resnet26
 from models.backbones.resnet_cifar import build_resnet_cifar
@@ -20,10 +21,16 @@ BACKBONES = {
     "resnet56": functools.partial(build_resnet_cifar, 56),
     "resnet26": build_resnet26,
     "squeezenet1_1": build_squeezenet1_1,
-    "resnet50": functools.partial(build_keras_application, "resnet50"),
-    "mobilenet_v2": functools.partial(build_keras_application, "mobilenet_v2"),
+    **{name: functools.partial(build_keras_application, name) for name in KERAS_APPLICATIONS},
 }
 DEFAULT_BACKBONE = "resnet20"
+
+
+def recipe_of(name):
+    """The training settings backbone `name` declares for its pretrained weights ({} when none), without building it."""
+    if name in KERAS_APPLICATIONS:
+        return dict(KERAS_APPLICATIONS[name]["recipe"])
+    return {}
 
 
 def build_backbone(name, weights="default"):
@@ -47,4 +54,4 @@ def build_backbone(name, weights="default"):
     return BACKBONES[name](weights=weights)
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "build_backbone"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "build_backbone", "recipe_of"]

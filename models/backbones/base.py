@@ -40,6 +40,8 @@ class Backbone:
         source_class_names: names of the source classes, aligned with `source_classifier`.
         default_image_size: the input size the backbone was designed for.
         weights_source: where the weights came from ("random", or a file path).
+        recipe: training settings this backbone needs from its pretrained weights (for instance
+            {"bn": "frozen", "lr": 0.001} for the ImageNet MobileNets), applied where the user gave no flag.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Backbone:
     source_class_names: list | None
     default_image_size: int
     weights_source: str = "random"
+    recipe: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_blocks(self):

@@ -47,7 +47,7 @@ def find_weights_file(relative_paths):
     return None
 
 
-def resolve_weights(weights, backbone_name, default_files, missing_hint=None):
+def resolve_weights(weights, backbone_name, default_files, missing_hint=None, fallback=None):
     """Turns a `weights` argument into a file path, or None for random initialisation.
 
     Args:
@@ -57,6 +57,8 @@ def resolve_weights(weights, backbone_name, default_files, missing_hint=None):
         default_files: relative paths of the default file; empty when the backbone has none.
         missing_hint: the one-line error message when `weights="default"` and `default_files`
             is empty.
+        fallback: called with the one-line "not found" message when no default file is on the
+            search path (e.g. a download that needs the network); returns a path or raises.
 
     Raises:
         ModelConfigError: default file not found, no default file, or the path does not exist.
@@ -71,10 +73,13 @@ def resolve_weights(weights, backbone_name, default_files, missing_hint=None):
         found = find_weights_file(default_files)
         if found is None:
             folders = ", ".join(str(d) for d in weights_search_path())
-            raise ModelConfigError(
+            message = (
                 f"default weights of {backbone_name} not found: put {Path(default_files[0]).name} in one of "
                 f"{folders} (or set ${WEIGHTS_DIR_ENV}), pass --weights PATH, or --weights none for random init"
             )
+            if fallback is not None:
+                return Path(fallback(message))
+            raise ModelConfigError(message)
         return found
     path = Path(weights).expanduser()
     if not path.is_file():

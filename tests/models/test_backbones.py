@@ -24,6 +24,7 @@ EXPECTED = {
     "squeezenet1_1": ("default", 8, 512, 128),
     "resnet50": ("none", 16, 2048, 224),
     "mobilenet_v2": ("none", 17, 1280, 224),
+    "mobilenet": ("none", 13, 1024, 224),
 }
 
 
@@ -35,7 +36,11 @@ def run_parts(backbone, images, training=False):
 
 
 def test_registry_lists_every_backbone():
-    assert set(BACKBONES) == set(EXPECTED)
+    from models.backbones import KERAS_APPLICATIONS
+
+    # The other widths of the MobileNets (mobilenet_v2_0.35, mobilenet_0.75, ...) are built like the
+    # alpha 1.0 ones tested here; tests/models/test_imagenet_backbones.py builds two of them.
+    assert set(BACKBONES) == set(EXPECTED) | set(KERAS_APPLICATIONS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -222,8 +227,9 @@ def test_resnet26_default_weights_say_how_to_pass_them():
 @pytest.mark.parametrize(
     "name, filename",
     [
-        ("resnet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-        ("mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+        ("resnet50", "resnet50_weights_tf_dim_ordering_tf_kernels.h5"),
+        ("mobilenet_v2_0.35", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224.h5"),
+        ("mobilenet_0.25", "mobilenet_2_5_224_tf.h5"),
     ],
 )
 def test_keras_application_default_weights_fail_fast_offline(name, filename, tmp_path, monkeypatch):
@@ -236,7 +242,7 @@ def test_keras_application_default_weights_fail_fast_offline(name, filename, tmp
     message = str(info.value)
     assert "\n" not in message
     assert filename in message and str(tmp_path / "keras_home" / "models") in message
-    assert "--weights none" in message
+    assert "--weights none" in message and "offline" in message
 
 
 def test_missing_weights_path_is_a_one_line_error(tmp_path):

@@ -1,0 +1,37 @@
+"""Training settings a backbone needs from its pretrained weights, applied where the user gave none.
+
+A backbone may declare a recipe (`models.backbones.recipe_of`): for instance the ImageNet
+MobileNets fine-tune only with BatchNorm in inference mode (README, "ImageNet backbones"). A value
+given on the command line, in --config or in `python -m app.compare --set` always wins; the run's
+config.json records the values used, so --resume and export rebuild the same run.
+"""
+
+import dataclasses
+
+
+def apply_backbone_recipe(config, explicit):
+    """`config` with its backbone's recipe filled in for every setting not in `explicit`.
+
+    Args:
+        config: a TrainConfig.
+        explicit: names of the settings the user gave (TrainConfig fields or extra keys).
+
+    Returns:
+        a new TrainConfig (the recipe applies only with pretrained weights: `--weights none` keeps
+        the plain defaults).
+    """
+    from models.backbones import recipe_of  # late: keeps `--help` free of TensorFlow
+
+    if str(config.weights).lower() == "none":
+        return config
+    recipe = recipe_of(config.backbone)
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes, extra = {}, dict(config.extra)
+    for key, value in recipe.items():
+        if key in explicit:
+            continue
+        if key in fields:
+            changes[key] = value
+        else:
+            extra.setdefault(key, value)
+    return dataclasses.replace(config, **changes, extra=extra)
