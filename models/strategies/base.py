@@ -142,7 +142,10 @@ class Strategy:
         return []
 
     def before_fit(self, context):
-        """A phase run after the trainer is compiled and before `fit`; returns nothing."""
+        """A phase run after the trainer is compiled and before `fit`; returns nothing.
+
+        It runs on a resumed run too, where `fit` then restores the weights of the last finished epoch.
+        """
 
     def after_fit(self, context):
         """A phase run after `fit` and before the network is saved; returns nothing."""
