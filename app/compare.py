@@ -106,6 +106,7 @@ def build_parser():
     p.add_argument("--decathlon", action="store_true", help="run every method on each prepared Visual Decathlon task and print the Decathlon score")
     p.add_argument("--tasks", help="with --decathlon: comma list of tasks (default: all ten)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--table-only", action="store_true", help="train nothing: the table of the cells finished so far (the others are listed as missing)")
     base = p.add_argument_group("settings shared by every cell (as in python -m app.train)")
     for flag, kind in (
         ("--backbone", str), ("--weights", str), ("--dataset", str), ("--data-dir", str), ("--tfds-data-dir", str),
@@ -312,10 +313,21 @@ def main(argv=None):
             # seeds before methods: an interrupted comparison has every method at the same number of seeds
             for task in tasks for fraction in fractions for seed in seeds for method in methods
         ]
-        rows = []
+        rows, failed, missing = [], [], []
         for number, (task, method, fraction, seed, config) in enumerate(configs, 1):
             directory = cell_directory(args.out, method, seed, fraction, task)
-            metrics, how = run_cell(config, directory, verbose=0 if args.quiet else 1)
+            if args.table_only and not os.path.isfile(rd.path(directory, rd.METRICS_FILE)):
+                missing.append(directory)
+                continue
+            try:
+                metrics, how = run_cell(config, directory, verbose=0 if args.quiet else 1)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # one failed cell must not end a comparison of hours
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                failed.append(f"{directory}: {type(error).__name__}: {message}")
+                print(f"[{number}/{len(configs)}] {directory}: FAILED ({failed[-1]})", file=sys.stderr, flush=True)
+                continue
             split, accuracy = score_split(metrics)
             rows.append({
                 "task": task, "method": method.label, "fraction": fraction, "seed": seed, "split": split,
@@ -323,6 +335,8 @@ def main(argv=None):
                 "images_per_second": metrics.get("train_images_per_second"), "exported_bytes": exported_size(directory),
             })
             print(f"[{number}/{len(configs)}] {directory}: {split} accuracy {accuracy:.4f} ({how})", flush=True)
+        if not rows:
+            raise ModelConfigError(f"every cell failed; the first: {failed[0]}")
         lines = summarise(rows)
         table = markdown(lines)
         prefix = os.path.join(args.out, RESULTS)
@@ -337,7 +351,11 @@ def main(argv=None):
             for method, (score, scored) in decathlon_lines(lines).items():
                 print(f"  {method}: {score:.0f} over {len(scored)} task(s): {', '.join(scored)}")
         print(f"\nwritten: {prefix}.md, {prefix}.csv, {prefix}.png")
-    return 0
+        if missing:
+            print(f"not finished yet, left out of the table: {len(missing)} cells ({', '.join(os.path.basename(m) for m in missing[:5])}{' ...' if len(missing) > 5 else ''})")
+        for line in failed:
+            print(f"{PROGRAM}: error: cell failed (rerun to retry it): {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

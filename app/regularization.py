@@ -191,9 +191,9 @@ def fisher_model(network, backbone, head="auto"):
 
     source = backbone.source_classifier
     if head in ("auto", "source") and source is not None:
-        # The input of the network's own classifier: the head's features at their call site in this
-        # network (`get_layer("head").output` is a functional head's internal tensor, not connected here).
-        features = network.get_layer("classifier").input
+        from models.classifier import call_site
+
+        features = call_site(network, "head")[1]
         if features.shape[-1] == source.kernel.shape[0]:
             return keras.Model(network.input, source(features), name="fisher_source_model"), "source"
     if head == "source":

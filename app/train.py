@@ -21,6 +21,11 @@ from rundir import layout as rd
 from rundir.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
 
 PROGRAM = "python -m app.train"
+# `python -m app.train` with no data and no backbone named: the best of the backbones measured on the
+# embedded clothing photographs within 5 minutes on 2 cores (README, "Quick start": MobileNetV2 from
+# ImageNet at 96 px, 10 epochs, 0.857 test accuracy against 0.761 for the CIFAR-10 ResNet-20 at 32 px,
+# 20 epochs). Any flag given wins; the library's TrainConfig defaults stay those of ResNet-20.
+MAIN_JOB = {"backbone": "mobilenet_v2", "image_size": 96, "epochs": 10}
 NORMALIZE = ("auto", "source", "dataset")
 
 
@@ -106,6 +111,9 @@ def config_from_args(args):
             extra[name] = value.split(",") if name == "eval_splits" else value
         elif name in fields:
             values[name] = value
+    if not any(key in values for key in ("dataset", "data_dir", "tfds_data_dir", "backbone")):
+        for key, value in MAIN_JOB.items():  # the main job: the embedded data, no backbone named
+            values.setdefault(key, value)
     values["extra"] = extra
     config = TrainConfig.from_dict(values)
     return apply_backbone_recipe(config, explicit=set(values) | set(extra))

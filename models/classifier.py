@@ -121,3 +121,23 @@ def split_classifier(model):
         head=names[HEAD_NAME],
         classifier=names[CLASSIFIER_NAME],
     )
+
+
+def call_site(network, name):
+    """(input tensor, output tensor) of layer `name` where `network` calls it.
+
+    `network.get_layer(name).output` is the layer's own output only for plain layers: for a
+    functional sub-model (the keras.applications blocks and heads) it is the sub-model's internal
+    tensor, which is not connected to `network`'s input. The node of `network`'s graph is.
+
+    Raises:
+        ModelConfigError: `network` does not call a layer named `name` (exactly once).
+    """
+    layer = network.get_layer(name)
+    nodes = [node for depth in network._nodes_by_depth.values() for node in depth if node.operation is layer]
+    if len(nodes) != 1:
+        raise ModelConfigError(f"{network.name} calls {name!r} {len(nodes)} times; expected once")
+    node = nodes[0]
+    inputs = node.input_tensors[0] if len(node.input_tensors) == 1 else list(node.input_tensors)
+    outputs = node.output_tensors[0] if len(node.output_tensors) == 1 else list(node.output_tensors)
+    return inputs, outputs

@@ -105,12 +105,14 @@ class _FeatureView:
 
     @classmethod
     def of(cls, network, terms):
+        from models.classifier import call_site  # late: models.classifier is above the trainer
+
         features = {}
         for term in terms:
             for name in getattr(term, "feature_layers", ()):
-                features[name] = network.get_layer(name).output
+                features[name] = call_site(network, name)[1]
             for name in getattr(term, "feature_inputs", ()):
-                features[name + INPUT_SUFFIX] = network.get_layer(name).input
+                features[name + INPUT_SUFFIX] = call_site(network, name)[0]
         if not features:
             return None
         outputs = {"logits": logits_of(network.output), "features": features}

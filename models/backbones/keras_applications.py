@@ -29,7 +29,7 @@ import keras
 
 from models.backbones.base import HEAD_NAME, STEM_NAME, Backbone, block_name
 from models.errors import ModelConfigError
-from models.weights import resolve_weights, weights_format
+from models.weights import find_weights_file, resolve_weights, weights_format
 from models.weights.imagenet import imagenet_class_names, imagenet_download
 from models.weights.keras2_h5 import read_keras2_h5
 from models.weights.keras_file import load_keras_weights
@@ -254,8 +254,12 @@ def build_keras_application(name, weights="default"):
     spec = SPECS[name]
     files = default_files(name)
     if isinstance(weights, str) and weights.lower() in ("default", "imagenet"):
-        download = functools.partial(imagenet_download, download_file(name), spec["application"], name)
-        path = resolve_weights("default", name, files, fallback=download)
+        # A file with the classifier anywhere on the search path before a no-top file anywhere.
+        with_top = files[: len(files) // 2]
+        path = find_weights_file(with_top)
+        if path is None:
+            download = functools.partial(imagenet_download, download_file(name), spec["application"], name)
+            path = resolve_weights("default", name, files[len(files) // 2 :], fallback=download)
     else:
         path = resolve_weights(weights, name, files)
     kind = weights_format(path, name, allowed=("keras2_h5", "keras")) if path is not None else None

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from models.classifier import call_site
 from models.regularizers.hook_points import hooks_last_convolution, last_convolution_output
 from models.regularizers.parts import feature_extractor, pretrained_parts
 from models.regularizers.references import Untracked
@@ -135,8 +136,8 @@ class DeltaPenalty(TrainingTerm):
         self.feature_inputs = tuple(name for name in self.hooks if hooks_last_convolution(blocks[name]))
         self.feature_layers = tuple(name for name in self.hooks if name not in self.feature_inputs)
         self.pretrained = feature_extractor(pretrained_parts(network), self.hooks, convolution_hooks=self.feature_inputs)
-        views = {name + INPUT_SUFFIX: network.get_layer(name).input for name in self.feature_inputs}
-        views.update({name: network.get_layer(name).output for name in self.feature_layers})
+        views = {name + INPUT_SUFFIX: call_site(network, name)[0] for name in self.feature_inputs}
+        views.update({name: call_site(network, name)[1] for name in self.feature_layers})
         self._current.value = keras.Model(network.input, views, name="current_features")
         weights_list = []
         for index, name in enumerate(self.hooks):

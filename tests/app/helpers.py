@@ -9,7 +9,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Small and quick: ResNet-20 at 16 px on the embedded default data.
-FAST_TRAIN = ["--image-size", "16", "--batch-size", "64", "--quiet"]
+FAST_TRAIN = ["--backbone", "resnet20", "--image-size", "16", "--batch-size", "64", "--quiet"]
 
 
 def run_cli(module, *args, timeout=600, env=None, check=True):

@@ -76,3 +76,8 @@ def test_compare_writes_the_table_and_a_rerun_trains_nothing(tmp_path, capsys):
     second = capsys.readouterr().out
     assert second.count("(done before)") == 4 and "(trained)" not in second
     assert (out / "results.md").read_text().strip() in second
+    # --table-only trains nothing: a third seed is listed as missing and the table keeps two seeds.
+    assert compare.main([*argv[:3], "0,1,2", *argv[4:], "--table-only"]) == 0
+    third = capsys.readouterr().out
+    assert "(trained)" not in third and "left out of the table: 2 cells" in third
+    assert "| finetune | 0.2 | 2 |" in third

@@ -227,9 +227,9 @@ def test_resnet26_default_weights_say_how_to_pass_them():
 @pytest.mark.parametrize(
     "name, filename",
     [
-        ("resnet50", "resnet50_weights_tf_dim_ordering_tf_kernels.h5"),
-        ("mobilenet_v2_0.35", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224.h5"),
-        ("mobilenet_0.25", "mobilenet_2_5_224_tf.h5"),
+        ("resnet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        ("mobilenet_v2_0.35", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"),
+        ("mobilenet_0.25", "mobilenet_2_5_224_tf_no_top.h5"),
     ],
 )
 def test_keras_application_default_weights_fail_fast_offline(name, filename, tmp_path, monkeypatch):

@@ -114,3 +114,34 @@ def test_the_fisher_of_an_imagenet_backbone_uses_its_source_classifier():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(backbone.source_classifier(features)), rtol=1e-5, atol=1e-5
     )
+
+
+def test_delta_reads_the_blocks_of_a_functional_backbone_where_the_network_calls_them():
+    """DELTA's feature term on MobileNet (functional sub-model blocks): zero at w0, positive after a change."""
+    from models.regularizers import build_penalty_terms
+    from models.regularizers.parts import hook_layer_names
+
+    backbone = build_backbone("mobilenet_0.25", "none")
+    network = assemble_classifier(backbone, 3)
+    hooks = hook_layer_names(backbone)
+    attention = [np.full((network.get_layer(h).output.shape[-1],), 1.0, "float32") for h in hooks]
+    delta = build_penalty_terms("delta", network, hooks=hooks, attention=attention)[0]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert float(delta(None, images=x, training=False)) == pytest.approx(0.0, abs=1e-6)
+    kernel = network.get_layer("block_02").trainable_weights[0]
+    kernel.assign(kernel * 1.5)
+    assert float(delta(None, images=x, training=False)) > 0.0
+
+
+def test_the_main_job_is_mobilenet_v2_and_any_named_data_or_backbone_keeps_the_library_defaults():
+    from app.train import MAIN_JOB, build_parser, config_from_args
+    from rundir.config import TrainConfig
+
+    main_job = config_from_args(build_parser().parse_args([]))
+    assert (main_job.backbone, main_job.image_size, main_job.epochs) == (MAIN_JOB["backbone"], 96, 10)
+    assert (main_job.bn, main_job.lr) == ("frozen", 0.001) and main_job.dataset is None
+    assert config_from_args(build_parser().parse_args(["--epochs", "2"])).epochs == 2
+    named = config_from_args(build_parser().parse_args(["--backbone", "resnet20"]))
+    assert (named.image_size, named.epochs, named.lr, named.bn) == (None, TrainConfig().epochs, TrainConfig().lr, "train")
+    folder = config_from_args(build_parser().parse_args(["--dataset", "folder", "--data-dir", "x"]))
+    assert folder.backbone == TrainConfig().backbone
