@@ -52,7 +52,7 @@ class Method:
         if self.regularizer == "none":
             name = self.strategy
         else:
-            name = self.regularizer if self.strategy == "finetune" else f"{self.strategy}+{self.regularizer}"
+            name = self.regularizer if self.strategy == TrainConfig.strategy else f"{self.strategy}+{self.regularizer}"
         return name + "".join(f":{key}={value}" for key, value in self.settings)
 
 
@@ -63,7 +63,7 @@ def parse_methods(text):
 
     methods = []
     for token in (t.strip() for t in text.split(",") if t.strip()):
-        strategy, regularizer = "finetune", "none"
+        strategy, regularizer = TrainConfig.strategy, "none"  # a regulariser alone trains with the default strategy
         name, *assignments = token.split(":")
         settings = []
         for assignment in assignments:
@@ -157,7 +157,9 @@ def cell_config(base, method, seed, fraction, k, task=None):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in method.settings:
         (values if key in fields else values["extra"])[key] = value
-    if method.strategy in ("last_k", "global_k"):
+    from models.strategies import get_strategy
+
+    if get_strategy(method.strategy).uses_k:
         values["k"] = int(k)
     if fraction < 1.0:
         values["extra"]["train_fraction"] = float(fraction)

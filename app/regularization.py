@@ -2,7 +2,7 @@
 
     <run>/w0.npz                 the starting point w0 of every trainable shared weight (written once)
     <run>/fisher.npz             diagonal Fisher at w0 (raw, as estimated), for *_fisher regularisers
-    <run>/delta_attention.npz    DELTA channel attention and the loss rises behind it
+    <run>/delta_attention.npz    channel attention (DELTA) and the loss rises behind it
     <run>/regularization.json    the resolved settings (defaults applied) and what the estimates cost
     <run>/distance_to_w0.png     ||w - w0|| per block at the end of the run (bar plot)
 
@@ -17,28 +17,12 @@ import sys
 import numpy as np
 
 from models.errors import ModelConfigError
-from models.regularizers import (
-    DEFAULTS,
-    NEEDS_ATTENTION,
-    NEEDS_FISHER,
-    REGULARIZERS,
-    build_penalty_terms,
-    check_regularizer,
-)
+from models.regularizers import DEFAULTS, REGULARIZERS, build_penalty_terms, check_regularizer, get_regularizer, regularizer_flags
 from models.regularizers.variables import PENALIZE, distances_by_part, keyed_variables, shared_variables
+from rundir.layout import DISTANCE_PLOT, FISHER_FILE, REGULARIZATION_FILE, W0_FILE
 
-W0_FILE = "w0.npz"
-FISHER_FILE = "fisher.npz"
-ATTENTION_FILE = "delta_attention.npz"
-REGULARIZATION_FILE = "regularization.json"
-DISTANCE_PLOT = "distance_to_w0.png"
-
-FISHER_HEADS = ("auto", "source", "target")
-FISHER_SCALES = ("mean", "raw")
-# Flags kept in TrainConfig.extra (app.train's EXTRA_FLAGS must list them).
-EXTRA_FLAGS = ("fisher_head", "fisher_scale", "delta_head_epochs", "delta_attention_batches", "delta_reduction", "train_fraction")
-EXTRA_DEFAULTS = {"fisher_head": "auto", "fisher_scale": "mean", "delta_head_epochs": 10, "delta_attention_batches": 4, "delta_reduction": "mean"}
-DELTA_REDUCTIONS = ("mean", "sum")
+# Flags kept in TrainConfig.extra (app.train's EXTRA_FLAGS lists them): every regulariser's own, and the share of training images.
+EXTRA_FLAGS = tuple(flag.name for flag in regularizer_flags()) + ("train_fraction",)
 
 
 def add_regularization_flags(parser):
@@ -55,11 +39,8 @@ def add_regularization_flags(parser):
     group.add_argument("--beta", type=float, help="weight of beta/2 ||w_new||^2 on the new classifier (defaults: l2 1e-3, others 0.01; SpotTune policy: its own weight decay)")
     group.add_argument("--penalize", choices=PENALIZE, help="kernels (conv and dense kernels only, the authors' choice; default) or all (BatchNorm and biases too)")
     group.add_argument("--fisher-batches", type=int, help="training batches for the Fisher estimate of *_fisher (default 20; per-example gradients)")
-    group.add_argument("--fisher-head", choices=FISHER_HEADS, help="log-likelihood of the Fisher: the source classifier when the backbone has one (auto, default), or the new classifier (target)")
-    group.add_argument("--fisher-scale", choices=FISHER_SCALES, help="mean (default): F divided by its mean so alpha keeps L2-SP's meaning; raw: F as estimated")
-    group.add_argument("--delta-head-epochs", type=int, help="DELTA: epochs of the new head trained on the frozen network before scoring channels (default 10)")
-    group.add_argument("--delta-attention-batches", type=int, help="DELTA: batches averaged when scoring channels (default 4)")
-    group.add_argument("--delta-reduction", choices=DELTA_REDUCTIONS, help="DELTA: mean (default) or sum (the authors' code) of the feature term over the batch")
+    for flag in regularizer_flags():
+        group.add_argument(flag.option, help=flag.help, **({"choices": flag.choices} if flag.choices else {"type": flag.type}))
     group.add_argument("--train-fraction", type=float, help="train on a seeded, stratified share of the training images, e.g. 0.1 (default 1)")
     return parser
 
@@ -68,20 +49,12 @@ def settings_of(config):
     """The regularisation settings of a TrainConfig, defaults applied, validated (one-line errors)."""
     name = config.regularizer or "none"
     check_regularizer(name, config.alpha, config.beta, config.penalize)
-    extra = {key: config.extra.get(key, default) for key, default in EXTRA_DEFAULTS.items()}
-    if extra["fisher_head"] not in FISHER_HEADS:
-        raise ModelConfigError(f"unknown --fisher-head {extra['fisher_head']!r}; use one of {', '.join(FISHER_HEADS)}")
-    if extra["fisher_scale"] not in FISHER_SCALES:
-        raise ModelConfigError(f"unknown --fisher-scale {extra['fisher_scale']!r}; use one of {', '.join(FISHER_SCALES)}")
-    if extra["delta_reduction"] not in DELTA_REDUCTIONS:
-        raise ModelConfigError(f"unknown --delta-reduction {extra['delta_reduction']!r}; use one of {', '.join(DELTA_REDUCTIONS)}")
-    for flag, value, least in (
-        ("--fisher-batches", config.fisher_batches, 1),
-        ("--delta-head-epochs", extra["delta_head_epochs"], 0),
-        ("--delta-attention-batches", extra["delta_attention_batches"], 1),
-    ):
-        if int(value) < least:
-            raise ModelConfigError(f"{flag} must be at least {least}, got {value}")
+    extra = {}
+    for flag in regularizer_flags():
+        extra[flag.name] = config.extra.get(flag.name, flag.default)
+        flag.check(extra[flag.name])
+    if int(config.fisher_batches) < 1:
+        raise ModelConfigError(f"--fisher-batches must be at least 1, got {config.fisher_batches}")
     fraction = config.extra.get("train_fraction")
     if fraction is not None and not 0.0 < float(fraction) <= 1.0:
         raise ModelConfigError(f"--train-fraction must be in (0, 1], got {fraction}; e.g. 0.1 for 10 % of the training images")
@@ -127,7 +100,9 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
 
     settings = settings_of(config)
     name = settings["regularizer"]
-    hooks = hook_layer_names(backbone) if name in NEEDS_ATTENTION else None
+    regularizer = get_regularizer(name)
+    needs = regularizer.needs
+    hooks = hook_layer_names(backbone) if "attention" in needs else None
     if name != "none":
         config.alpha, config.beta, config.penalize = settings["alpha"], settings["beta"], settings["penalize"]
     cache_directory = cache_directory or run_directory
@@ -139,10 +114,10 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
     if name == "none":
         _write_json(os.path.join(run_directory, REGULARIZATION_FILE), dict(report, terms=[]))
         return []
-    if name in NEEDS_FISHER:
+    if "fisher" in needs:
         fisher, report["fisher"] = _fisher(config, settings, network, backbone, bundle, image_size, cache_directory, verbose)
-    if name in NEEDS_ATTENTION:
-        attention, report["attention"] = _attention(config, settings, network, hooks, bundle, image_size, cache_directory, verbose)
+    if "attention" in needs:
+        attention, report["attention"] = _attention(config, regularizer, settings, network, hooks, bundle, image_size, cache_directory, verbose)
     from models.strategies import get_strategy
 
     terms = build_penalty_terms(
@@ -155,8 +130,8 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
         fisher=fisher,
         attention=attention,
         hooks=hooks,
-        delta_reduction=settings["delta_reduction"],
         exclude_parts=get_strategy(config.strategy).own_parts,
+        **regularizer.term_options(settings),
     )
     report["terms"] = [term.name for term in terms]
     _write_json(os.path.join(run_directory, REGULARIZATION_FILE), report)
@@ -261,10 +236,11 @@ def _fisher(config, settings, network, backbone, bundle, image_size, cache_direc
     return dict(zip(variables, scaled)), info
 
 
-def _attention(config, settings, network, hooks, bundle, image_size, cache_directory, verbose):
+def _attention(config, regularizer, settings, network, hooks, bundle, image_size, cache_directory, verbose):
     from models.regularizers.channel_attention import estimate_channel_attention
 
-    file = os.path.join(cache_directory, ATTENTION_FILE)
+    file = os.path.join(cache_directory, regularizer.attention_file)
+    options = regularizer.attention_options(settings)
     cached = _load_npz(file)
     channels = [int(network.get_layer(name).output.shape[-1]) for name in hooks]
     if cached and all(f"attention|{h}" in cached and cached[f"attention|{h}"].shape == (c,) for h, c in zip(hooks, channels)):
@@ -273,8 +249,8 @@ def _attention(config, settings, network, hooks, bundle, image_size, cache_direc
         return [cached[f"attention|{h}"] for h in hooks], info
     if verbose:
         print(
-            f"DELTA: training a new head on the frozen pretrained network ({settings['delta_head_epochs']} epochs), "
-            f"then scoring {sum(channels)} channels of {', '.join(hooks)} on {settings['delta_attention_batches']} batches ...",
+            f"{regularizer.name}: training a new head on the frozen pretrained network ({options['head_epochs']} epochs), "
+            f"then scoring {sum(channels)} channels of {', '.join(hooks)} on {options['score_batches_count']} batches ...",
             flush=True,
         )
 
@@ -287,9 +263,8 @@ def _attention(config, settings, network, hooks, bundle, image_size, cache_direc
         batches(config.seed),
         batches(config.seed + 1),
         bundle.num_classes,
-        head_epochs=settings["delta_head_epochs"],
-        score_batches_count=settings["delta_attention_batches"],
         seed=config.seed,
+        **options,
     )
     arrays = {f"attention|{h}": a for h, a in zip(hooks, estimate.attention)}
     arrays.update({f"rises|{h}": r for h, r in zip(hooks, estimate.rises)})

@@ -54,7 +54,7 @@ class Training:
             options=self.options,
             batches=batches,
             class_names=list(bundle.class_names),
-            path=lambda name: rd.path(run_directory, name),
+            path=lambda name: rd.declared_path(run_directory, name, rd.run_files(self.strategy)),
             evaluate=evaluate,
             splits=list(splits if splits is not None else evaluation_splits(bundle)),
             validation_data=validation_data,

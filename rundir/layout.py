@@ -1,5 +1,9 @@
 """The run directory: the contract between `train`, `evaluate` and `export`.
 
+Every file a run directory may hold is named here (`FILES`) or declared by the run's strategy and
+regulariser (their `files`); `run_files` gives the whole list and `declared_path` refuses a name
+that is not on it, so nothing writes a file the contract does not name. The core files:
+
     <run>/config.json      everything needed to rebuild the run (TrainConfig)
     <run>/model.keras      the trained model (loads with safe_mode on)
     <run>/metrics.json     accuracy per split, images per split, training images/s, ...
@@ -7,6 +11,7 @@
     <run>/logs/            TensorBoard logs (train/ and validation/)
     <run>/backup/          resume state while training runs (removed when it finishes)
     <run>/dataset.json     class names and split sizes of the data the run saw
+    <run>/w0.npz, regularization.json, distance_to_w0.png, fisher.npz(.json): the regularisation glue
 """
 
 import datetime
@@ -21,6 +26,25 @@ HISTORY_FILE = "history.csv"
 DATASET_FILE = "dataset.json"
 LOGS_DIR = "logs"
 BACKUP_DIR = "backup"
+W0_FILE = "w0.npz"
+FISHER_FILE = "fisher.npz"
+REGULARIZATION_FILE = "regularization.json"
+DISTANCE_PLOT = "distance_to_w0.png"
+
+FILES = {
+    CONFIG_FILE: "everything needed to rebuild the run (TrainConfig)",
+    MODEL_FILE: "the trained network (loads with safe_mode on)",
+    METRICS_FILE: "accuracy per split, images, images/s, parameters, history, and the strategy's metrics",
+    HISTORY_FILE: "per-epoch losses and metrics",
+    DATASET_FILE: "class names, split sizes, image size and normalisation of the data the run saw",
+    LOGS_DIR: "TensorBoard logs",
+    BACKUP_DIR: "the resume checkpoint while training runs",
+    W0_FILE: "the starting point w0 of every trainable shared weight",
+    FISHER_FILE: "the diagonal Fisher at w0 (regularisers that need it)",
+    FISHER_FILE + ".json": "how the Fisher was estimated",
+    REGULARIZATION_FILE: "the regulariser's resolved settings and what its estimates cost",
+    DISTANCE_PLOT: "||w - w0|| per block at the end of the run",
+}
 
 
 class RunDirError(ValueError):
@@ -42,6 +66,22 @@ def new_run_dir(config, root="runs"):
 
 def path(run_dir, *names):
     return os.path.join(run_dir, *names)
+
+
+def run_files(strategy=None, regularizer=None):
+    """{name: description} of every file a run of `strategy` with `regularizer` may write."""
+    files = dict(FILES)
+    for method in (strategy, regularizer):
+        files.update(getattr(method, "files", None) or {})
+    return files
+
+
+def declared_path(run_dir, name, files):
+    """`path(run_dir, name)` for a name the contract declares (top-level entry of `name` in `files`), else ValueError."""
+    top = name.replace(os.sep, "/").split("/")[0]
+    if top not in files:
+        raise ValueError(f"{name!r} is not a declared file of the run directory; declare it in the method's `files`")
+    return path(run_dir, name)
 
 
 def write_json(run_dir, name, values):

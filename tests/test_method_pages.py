@@ -28,3 +28,13 @@ def test_every_strategy_and_regularizer_is_in_the_method_index():
     index = (REPO / "docs" / "methods" / "README.md").read_text()
     for name in list(STRATEGIES) + [r for r in REGULARIZERS if r != "none"]:
         assert re.search(rf"\b{name}\b", index), f"{name} is not in docs/methods/README.md"
+
+
+def test_every_regularizer_declares_its_needs_and_its_page():
+    from models.regularizers import NEEDS, REGISTRY
+
+    for name, regularizer in REGISTRY.items():
+        assert set(regularizer.needs) <= set(NEEDS), name
+        if name != "none":
+            assert (REPO / "docs" / "methods" / regularizer.page).is_file(), name
+    assert REGISTRY["l2sp_fisher"].needs == ("w0", "fisher") and REGISTRY["delta"].needs == ("attention",)

@@ -2,8 +2,10 @@
 
 Each penalty family is one module whose function returns the *raw* penalty (no trade-off weight)
 and whose `TrainingTerm` multiplies it by alpha (Transfer-Learning-Library style: the weights live
-in the config). `build_penalty_terms` is the registry: a regulariser name -> the terms added to
-the task loss, each logged as a metric under its name.
+in the config). `REGISTRY` maps a regulariser name to a `Regularizer` that declares its defaults and
+what it needs (w0, Fisher, attention); `build_penalty_terms` gives the terms added to the task
+loss, each logged as a metric under its name. Method pages: docs/methods/l2_sp.md, l1_sp.md,
+gl_sp.md, delta.md.
 
     name          terms (metric names)     formula
     none          -                        -
@@ -22,7 +24,8 @@ Li et al., ICLR 2019 (https://arxiv.org/abs/1901.09229).
 import typing
 
 from models.errors import ModelConfigError
-from models.regularizers.delta import DeltaPenalty
+from models.flags import Flag
+from models.regularizers.delta import REDUCTIONS, DeltaPenalty
 from models.regularizers.group_lasso_sp import GroupLassoSPPenalty
 from models.regularizers.l1_sp import L1SPPenalty
 from models.regularizers.l2_sp import L2SPPenalty
@@ -38,26 +41,169 @@ class Defaults(typing.NamedTuple):
     source: str
 
 
-DEFAULTS = {
-    "none": Defaults(0.0, 0.0, "-"),
-    "l2": Defaults(1e-4, 1e-3, "authors' code (L2-SP paper): 1e-4 on the pretrained layers, 1e-3 on the new ones"),
-    "l2sp": Defaults(0.1, 0.01, "authors' code (L2-SP)"),
-    "l2sp_fisher": Defaults(0.1, 0.01, "as L2-SP, with F normalised to mean 1 (our choice)"),
-    "l1sp": Defaults(1e-4, 0.01, "our choice: the pull alpha equals L2-SP's at |w - w0| = 1e-3; no published value"),
-    "gl_sp": Defaults(1e-4, 0.01, "our choice: same strength as L1-SP for uniform displacements; no published value"),
-    "gl_sp_fisher": Defaults(1e-4, 0.01, "as GL-SP, with F normalised to mean 1 (our choice)"),
-    "delta": Defaults(0.01, 0.01, "authors' code (DELTA)"),
-}
-REGULARIZERS = tuple(DEFAULTS)
-NEEDS_STARTING_POINT = ("l2sp", "l2sp_fisher", "l1sp", "gl_sp", "gl_sp_fisher")
-NEEDS_FISHER = ("l2sp_fisher", "gl_sp_fisher")
-NEEDS_ATTENTION = ("delta",)
 NEW_WEIGHTS_TERM = "l2_new"
+# What a regulariser may need beyond the network, computed by the app before its terms are built.
+NEEDS = ("w0", "fisher", "attention")
+
+
+class Regularizer:
+    """A regulariser: its defaults, what it needs, and its main loss term (`beta/2 ||w_new||^2` is added to it).
+
+    Attributes:
+        name: the `--regularizer` value.
+        defaults: `Defaults` (alpha, beta, where they come from).
+        needs: subset of `NEEDS`: "w0" (the starting point), "fisher" (diagonal Fisher at w0, by
+            variable key), "attention" (DELTA's channel attention and hooked layers).
+        page: its method page in docs/methods/.
+        flags: its own settings (`Flag`s with defaults), read from the config's `extra`.
+    """
+
+    name = ""
+    defaults = Defaults(0.0, 0.0, "-")
+    needs: tuple = ()
+    page = ""
+    flags: tuple = ()
+    files: dict = {}  # files it writes in the run directory beyond the regularisation glue
+
+    def term_options(self, settings):
+        """Keyword arguments of `main_term` taken from the resolved `settings` (its flags)."""
+        return {}
+
+    def main_term(self, network, shared, alpha, starts=None, fisher=None, attention=None, hooks=None, delta_reduction="mean"):
+        """The penalty on the shared weights: a `TrainingTerm` named after the regulariser, or None."""
+        return None
+
+
+class NoRegularizer(Regularizer):
+    name = "none"
+
+
+class L2(Regularizer):
+    name = "l2"
+    defaults = Defaults(1e-4, 1e-3, "authors' code (L2-SP paper): 1e-4 on the pretrained layers, 1e-3 on the new ones")
+    page = "l2_sp.md"
+
+    def main_term(self, network, shared, alpha, **needs):
+        return WeightDecayPenalty(list(shared.values()), alpha, name=self.name)
+
+
+class _StartingPointRegularizer(Regularizer):
+    """An SP penalty: `term_class(variables, alpha, starts=...)`, with the Fisher when it needs it."""
+
+    term_class = None
+
+    def main_term(self, network, shared, alpha, starts=None, fisher=None, **needs):
+        start_values = None if starts is None else [starts.get(key) for key in shared]  # None: the variable's value now
+        kwargs = {}
+        if "fisher" in self.needs:
+            missing = [key for key in shared if fisher is None or key not in fisher]
+            if missing:
+                raise ModelConfigError(f"--regularizer {self.name} needs the Fisher information of {len(missing)} weights (first: {missing[0]})")
+            kwargs[self.fisher_argument] = [fisher[key] for key in shared]
+        return self.term_class(list(shared.values()), alpha, starts=start_values, name=self.name, **kwargs)
+
+
+class L2SP(_StartingPointRegularizer):
+    name = "l2sp"
+    defaults = Defaults(0.1, 0.01, "authors' code (L2-SP)")
+    needs = ("w0",)
+    page = "l2_sp.md"
+    term_class = L2SPPenalty
+
+
+FISHER_FLAGS = (
+    Flag(
+        "fisher_head",
+        str,
+        "log-likelihood of the Fisher: the source classifier when the backbone has one (auto, default), or the new classifier (target)",
+        choices=("auto", "source", "target"),
+        default="auto",
+    ),
+    Flag("fisher_scale", str, "mean (default): F divided by its mean so alpha keeps L2-SP's meaning; raw: F as estimated", choices=("mean", "raw"), default="mean"),
+)
+
+
+class L2SPFisher(L2SP):
+    name = "l2sp_fisher"
+    defaults = Defaults(0.1, 0.01, "as L2-SP, with F normalised to mean 1 (our choice)")
+    needs = ("w0", "fisher")
+    fisher_argument = "coefficients"
+    flags = FISHER_FLAGS
+
+
+class L1SP(_StartingPointRegularizer):
+    name = "l1sp"
+    defaults = Defaults(1e-4, 0.01, "our choice: the pull alpha equals L2-SP's at |w - w0| = 1e-3; no published value")
+    needs = ("w0",)
+    page = "l1_sp.md"
+    term_class = L1SPPenalty
+
+
+class GroupLassoSP(_StartingPointRegularizer):
+    name = "gl_sp"
+    defaults = Defaults(1e-4, 0.01, "our choice: same strength as L1-SP for uniform displacements; no published value")
+    needs = ("w0",)
+    page = "gl_sp.md"
+    term_class = GroupLassoSPPenalty
+
+
+class GroupLassoSPFisher(GroupLassoSP):
+    name = "gl_sp_fisher"
+    defaults = Defaults(1e-4, 0.01, "as GL-SP, with F normalised to mean 1 (our choice)")
+    needs = ("w0", "fisher")
+    fisher_argument = "fisher"
+    flags = FISHER_FLAGS
+
+
+class Delta(Regularizer):
+    name = "delta"
+    defaults = Defaults(0.01, 0.01, "authors' code (DELTA)")
+    needs = ("attention",)
+    page = "delta.md"
+    attention_file = "delta_attention.npz"
+    files = {attention_file: "channel attention and the loss rises behind it", attention_file + ".json": "how it was estimated"}
+    flags = (
+        Flag("delta_head_epochs", int, "DELTA: epochs of the new head trained on the frozen network before scoring channels (default 10)", minimum=0, default=10),
+        Flag("delta_attention_batches", int, "DELTA: batches averaged when scoring channels (default 4)", minimum=1, default=4),
+        Flag("delta_reduction", str, "DELTA: mean (default) or sum (the authors' code) of the feature term over the batch", choices=REDUCTIONS, default="mean"),
+    )
+
+    def term_options(self, settings):
+        return {"delta_reduction": settings["delta_reduction"]}
+
+    def attention_options(self, settings):
+        """Keyword arguments of `estimate_channel_attention` from the resolved settings."""
+        return {"head_epochs": int(settings["delta_head_epochs"]), "score_batches_count": int(settings["delta_attention_batches"])}
+
+    def main_term(self, network, shared, alpha, attention=None, hooks=None, delta_reduction="mean", **needs):
+        if attention is None or hooks is None:
+            raise ModelConfigError("--regularizer delta needs the channel attention and hooked layers (computed by app.regularization)")
+        return DeltaPenalty(network, hooks, attention, alpha, reduction=delta_reduction, name=self.name)
+
+
+REGISTRY = {r.name: r for r in (NoRegularizer(), L2(), L2SP(), L2SPFisher(), L1SP(), GroupLassoSP(), GroupLassoSPFisher(), Delta())}
+DEFAULTS = {name: r.defaults for name, r in REGISTRY.items()}
+REGULARIZERS = tuple(REGISTRY)
+
+
+def regularizer_flags():
+    """Every registered regulariser's flags, each once, in registry order."""
+    flags = {}
+    for regularizer in REGISTRY.values():
+        for flag in regularizer.flags:
+            flags.setdefault(flag.name, flag)
+    return list(flags.values())
+
+
+def get_regularizer(name):
+    """The registered `Regularizer` called `name`, or a one-line ModelConfigError listing the valid names."""
+    check_regularizer(name)
+    return REGISTRY[name]
 
 
 def check_regularizer(name, alpha=None, beta=None, penalize=None):
     """Raise ModelConfigError (one line) for an unknown name or a negative / non-finite weight."""
-    if name not in DEFAULTS:
+    if name not in REGISTRY:
         raise ModelConfigError(f"unknown regularizer {name!r}; choose one of: {', '.join(REGULARIZERS)}")
     for flag, value in (("alpha", alpha), ("beta", beta)):
         if value is None:
@@ -96,64 +242,45 @@ def build_penalty_terms(
             trainable weight, BatchNorm and biases included), for the shared and the new weights.
         starts: optional {variable key: array} of w0 (keys from `variables.variable_key`); a
             variable without an entry starts from its current value (the default for all).
-        fisher: for the *_fisher regularisers, {variable key: array} of the diagonal Fisher (same keys).
+        fisher: for the regularisers that need it, {variable key: array} of the diagonal Fisher (same keys).
         attention: for delta, list of `[C_j]` channel attention arrays, one per hook.
         hooks: for delta, the hooked layer names.
         delta_reduction: for delta, "mean" (default) or "sum" (the authors' code) over the batch.
         exclude_parts: top-level layers no term touches (the strategy's `own_parts`).
 
     Returns:
-        a list of `TrainingTerm`s (empty for "none").
+        a list of `TrainingTerm`s: the main term and `l2_new` (empty for "none").
 
     Raises:
         ModelConfigError: unknown name, bad weights, missing Fisher or attention.
     """
     check_regularizer(name, alpha, beta, penalize)
-    defaults = DEFAULTS[name]
-    alpha = defaults.alpha if alpha is None else float(alpha)
-    beta = defaults.beta if beta is None else float(beta)
-    if name == "none":
-        return []
+    regularizer = REGISTRY[name]
+    alpha = regularizer.defaults.alpha if alpha is None else float(alpha)
+    beta = regularizer.defaults.beta if beta is None else float(beta)
     shared = keyed_variables(shared_variables(network, penalize))
+    main = regularizer.main_term(
+        network, shared, alpha, starts=starts, fisher=fisher, attention=attention, hooks=hooks, delta_reduction=delta_reduction
+    )
+    if main is None:
+        return []
     new = [v for _, v in new_variables(network, penalize, exclude=exclude_parts)]
-    new_term = WeightDecayPenalty(new, beta, name=NEW_WEIGHTS_TERM)
-    if name == "l2":
-        return [WeightDecayPenalty(list(shared.values()), alpha, name="l2"), new_term]
-    if name == "delta":
-        if attention is None or hooks is None:
-            raise ModelConfigError("--regularizer delta needs the channel attention and hooked layers (computed by app.regularization)")
-        return [DeltaPenalty(network, hooks, attention, alpha, reduction=delta_reduction, name="delta"), new_term]
-
-    variables = list(shared.values())
-    start_values = None
-    if starts is not None:
-        start_values = [starts.get(key) for key in shared]  # None: the variable's value now
-    fisher_values = None
-    if name in NEEDS_FISHER:
-        missing = [key for key in shared if fisher is None or key not in fisher]
-        if missing:
-            raise ModelConfigError(f"--regularizer {name} needs the Fisher information of {len(missing)} weights (first: {missing[0]})")
-        fisher_values = [fisher[key] for key in shared]
-    if name in ("l2sp", "l2sp_fisher"):
-        term = L2SPPenalty(variables, alpha, starts=start_values, coefficients=fisher_values, name=name)
-    elif name == "l1sp":
-        term = L1SPPenalty(variables, alpha, starts=start_values, name=name)
-    else:
-        term = GroupLassoSPPenalty(variables, alpha, starts=start_values, fisher=fisher_values, name=name)
-    return [term, new_term]
+    return [main, WeightDecayPenalty(new, beta, name=NEW_WEIGHTS_TERM)]
 
 
 __all__ = [
     "DEFAULTS",
-    "NEEDS_ATTENTION",
-    "NEEDS_FISHER",
-    "NEEDS_STARTING_POINT",
+    "NEEDS",
+    "REGISTRY",
     "REGULARIZERS",
     "DeltaPenalty",
     "GroupLassoSPPenalty",
     "L1SPPenalty",
     "L2SPPenalty",
+    "Regularizer",
     "WeightDecayPenalty",
     "build_penalty_terms",
     "check_regularizer",
+    "get_regularizer",
+    "regularizer_flags",
 ]

@@ -17,13 +17,14 @@ Method page: docs/methods/spottune.md and docs/methods/global_k.md.
 import keras
 
 from models.backbones.base import block_name
+from models.flags import Flag
 from models.split_optimizer import SplitOptimizer
 from models.spottune.classifier import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME, build_spottune_classifier, set_inference_mode
 from models.spottune.compact import compact_classifier, fixed_decisions
 from models.spottune.gumbel_softmax import INFERENCE_MODES
 from models.spottune.routed_block import FROZEN_BN_MODES
 from models.spottune.temperature_schedule import SCHEDULES, TemperatureSchedule, gumbel_gates
-from models.strategies.base import Strategy, StrategyFlag
+from models.strategies.base import Strategy
 
 # Default weights of the global-k terms: chosen by the sweep in bench/global_k_sweep.py
 # (table in the README). The paper publishes none.
@@ -40,26 +41,26 @@ ROUTING_LOGS = "logs/routing"
 STATISTICS_SPLIT_ORDER = ("test", "validation", "train")
 
 SPOTTUNE_FLAGS = (
-    StrategyFlag("tau", float, "Gumbel-softmax temperature (default 5, the authors')", minimum=0, positive=True),
-    StrategyFlag("tau_schedule", str, "temperature schedule (default constant, the authors')", choices=SCHEDULES),
-    StrategyFlag("tau_min", float, "floor of the exponential schedule (default 0.5)", minimum=0),
-    StrategyFlag("tau_rate", float, "decay per epoch of the exponential schedule (default 0.05)", minimum=0),
-    StrategyFlag(
+    Flag("tau", float, "Gumbel-softmax temperature (default 5, the authors')", minimum=0, positive=True),
+    Flag("tau_schedule", str, "temperature schedule (default constant, the authors')", choices=SCHEDULES),
+    Flag("tau_min", float, "floor of the exponential schedule (default 0.5)", minimum=0),
+    Flag("tau_rate", float, "decay per epoch of the exponential schedule (default 0.05)", minimum=0),
+    Flag(
         "frozen_bn",
         str,
         "BatchNorm of the frozen copies: frozen (default), train (authors' code: statistics update), train_affine",
         choices=FROZEN_BN_MODES,
     ),
-    StrategyFlag(
+    Flag(
         "inference", str, "routing at evaluation: the most likely copy (default) or sampled as in the authors' code", choices=INFERENCE_MODES
     ),
-    StrategyFlag("policy_lr", float, "policy network learning rate (default 0.01, the authors')", minimum=0),
-    StrategyFlag("policy_weight_decay", float, "policy network weight decay (default 1e-3, the authors')", minimum=0),
-    StrategyFlag("policy_image_size", int, "input side of the per-image policy network (default: the training size)", minimum=8),
+    Flag("policy_lr", float, "policy network learning rate (default 0.01, the authors')", minimum=0),
+    Flag("policy_weight_decay", float, "policy network weight decay (default 1e-3, the authors')", minimum=0),
+    Flag("policy_image_size", int, "input side of the per-image policy network (default: the training size)", minimum=8),
 )
 GLOBAL_K_FLAGS = (
-    StrategyFlag("count_weight", float, "global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep)", minimum=0),
-    StrategyFlag("binarize_weight", float, "global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep)", minimum=0),
+    Flag("count_weight", float, "global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep)", minimum=0),
+    Flag("binarize_weight", float, "global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep)", minimum=0),
 )
 
 
@@ -82,6 +83,7 @@ class SpotTune(Strategy):
     # its own optimizer: no regulariser term pulls or decays it (see models.regularizers.variables).
     own_parts = (POLICY_NAME, GATE_NAME, GLOBAL_K_NAME)
     export_kind = "routed"
+    files = {ROUTING_FILE: "blocks x classes: fraction of images sent to the fine-tuned copy"}
 
     def global_k_settings(self, options):
         return None
@@ -142,6 +144,7 @@ class SpotTuneGlobal(SpotTune):
     name = "spottune_global"
     description = "one learned routing decision per block, shared by all images"
     policy = "global"
+    files = {**SpotTune.files, COMPACT_FILE: "the compact plain network, one copy per block"}
 
     def finish(self, context):
         """SpotTune's routing report, plus the policy's probabilities and the compact model (compact.keras)."""

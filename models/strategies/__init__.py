@@ -1,7 +1,8 @@
 """The registry of strategies: name -> Strategy. A new method is a new package and one line here."""
 
 from models.errors import ModelConfigError
-from models.strategies.base import BN_MODES, RunContext, Strategy, StrategyFlag, StrategyOptions
+from models.flags import Flag
+from models.strategies.base import BN_MODES, RunContext, Strategy, StrategyOptions
 
 _REGISTRY = {}
 
@@ -60,9 +61,9 @@ def check_strategy_flags(extra):
 __all__ = [
     "BN_MODES",
     "STRATEGIES",
+    "Flag",
     "RunContext",
     "Strategy",
-    "StrategyFlag",
     "StrategyOptions",
     "check_strategy_flags",
     "get_strategy",

@@ -13,6 +13,7 @@ lifecycle, through hooks whose defaults do nothing:
     callbacks               Keras callbacks for `fit`
     before_fit / after_fit  phases before and after `fit` (a head pre-training, a pruning round, ...)
     finish                  its metrics and files once the network is trained
+    files                   the files it writes in the run directory ({name: description})
     export_kind             which network `export` takes: "plain", "compact" or "routed"
     ships_task_delta        whether `export --delta` applies (the pretrained backbone plus k blocks)
 
@@ -23,7 +24,6 @@ names files inside it.
 """
 
 import dataclasses
-import math
 import typing
 
 from models.errors import ModelConfigError
@@ -43,56 +43,13 @@ class StrategyOptions:
             pretrained statistics, gamma/beta fixed: the keras-io transfer-learning advice for
             small datasets). BatchNorm in frozen layers is always in inference mode.
         dropout: dropout rate before the new classifier.
-        extra: strategy-specific settings, keyed by `StrategyFlag.name` (for instance the SpotTune temperature).
+        extra: strategy-specific settings, keyed by `Flag.name` (for instance the SpotTune temperature).
     """
 
     k: int | None = None
     bn: str = "train"
     dropout: float = 0.0
     extra: dict = dataclasses.field(default_factory=dict)
-
-
-class StrategyFlag(typing.NamedTuple):
-    """One setting a strategy reads from `StrategyOptions.extra`, offered as `--name-with-dashes`.
-
-    Attributes:
-        name: key in `extra` (and in config.json's "extra").
-        type: `float`, `int` or `str`.
-        help: the flag's help line, defaults included.
-        choices: allowed values of a `str` flag.
-        minimum: smallest allowed number (None: any).
-        positive: numbers must be > minimum rather than >= minimum.
-    """
-
-    name: str
-    type: type
-    help: str
-    choices: tuple | None = None
-    minimum: float | None = None
-    positive: bool = False
-
-    @property
-    def option(self):
-        return "--" + self.name.replace("_", "-")
-
-    def check(self, value):
-        """Raise ModelConfigError (one line) when `value` is not allowed."""
-        if value is None:
-            return
-        if self.choices is not None:
-            if value not in self.choices:
-                raise ModelConfigError(f"unknown {self.option} {value!r}; use one of {', '.join(self.choices)}")
-            return
-        if self.type in (int, float):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ModelConfigError(f"{self.option} must be a number, got {value!r}") from None
-            too_small = self.minimum is not None and (number <= self.minimum if self.positive else number < self.minimum)
-            if not math.isfinite(number) or too_small:
-                words = "a positive" if self.positive and self.minimum == 0 else "a non-negative" if self.minimum == 0 else "a"
-                bound = "" if self.minimum in (None, 0) else f" {'>' if self.positive else '>='} {self.minimum:g}"
-                raise ModelConfigError(f"{self.option} must be {words} number{bound}, got {value}")
 
 
 @dataclasses.dataclass
@@ -104,7 +61,7 @@ class RunContext:
         options: its `StrategyOptions`.
         batches: `batches(split, training=False)` -> finite dataset of (images, labels) at the run's image size.
         class_names: names of the target classes.
-        path: `path(name)` -> a file path inside the run directory.
+        path: `path(name)` -> a file path inside the run directory, for a name the strategy declares in `files`.
         evaluate: `evaluate(model, splits)` -> {split: accuracy} with evaluation preprocessing.
         splits: the labelled splits evaluated at the end, in train / validation / test order.
         validation_data: the validation batches of `fit`, or None.
@@ -134,6 +91,7 @@ class Strategy:
     own_parts: tuple = ()
     export_kind = "plain"
     ships_task_delta = False
+    files: dict = {}
 
     @property
     def trainer_class(self):
@@ -184,7 +142,10 @@ class Strategy:
         return []
 
     def before_fit(self, context):
-        """A phase run after the trainer is compiled and before `fit`; returns nothing."""
+        """A phase run after the trainer is compiled and before `fit`; returns nothing.
+
+        It runs on a resumed run too, where `fit` then restores the weights of the last finished epoch.
+        """
 
     def after_fit(self, context):
         """A phase run after `fit` and before the network is saved; returns nothing."""

@@ -13,6 +13,7 @@ import pytest
 from app import regularization as reg
 from app.subsets import apply_train_fraction, carve_validation
 from models.errors import ModelConfigError
+from models.regularizers import get_regularizer
 from rundir.config import TrainConfig
 
 
@@ -122,7 +123,7 @@ def test_delta_attention_is_cached_and_the_terms_train(bundle, tmp_path, monkeyp
     network, backbone, image_size = build(config, bundle)
     terms = reg.regularization_terms(config, network, backbone, bundle, run, image_size, verbose=False)
     assert [t.name for t in terms] == ["delta", "l2_new"]
-    cached = dict(np.load(os.path.join(run, reg.ATTENTION_FILE)))
+    cached = dict(np.load(os.path.join(run, get_regularizer("delta").attention_file)))
     assert {f"attention|{h}" for h in ("block_03", "block_06", "block_09")} <= set(cached)
 
     import models.regularizers.channel_attention as attention_module

@@ -18,7 +18,16 @@ def test_global_k_run_ends_with_exactly_k_fine_tuned_blocks_and_a_compact_model(
     assert len(routing["fraction_finetuned"]) == 9  # ResNet-20 has 9 blocks
     assert set(routing["per_class"]) == set(read_json(run / "dataset.json")["class_names"])
     assert (run / "routing_heatmap.png").stat().st_size > 1000
-    assert 0.0 <= routing["accuracy_sampled"][routing["split"]] <= 1.0
+    from models.regularizers import get_regularizer
+    from models.strategies import get_strategy
+    from rundir.layout import run_files
+
+    assert {p.name for p in run.iterdir()} <= set(run_files(get_strategy("global_k"), get_regularizer("none")))
+    images_on_split = metrics["images"][routing["split"]]
+    sampled = routing["accuracy_sampled"][routing["split"]] * images_on_split
+    assert abs(sampled - round(sampled)) < 1e-6  # correct / images, with sampled routing
+    for fraction in routing["fraction_finetuned"]:  # images routed to the fine-tuned copy / images
+        assert abs(fraction * images_on_split - round(fraction * images_on_split)) < 1e-3
 
     import models  # noqa: F401  (registers every adaptune layer)
 
@@ -45,7 +54,10 @@ def test_spottune_run_logs_routing_to_tensorboard_and_metrics(tmp_path):
     metrics = read_json(run / "metrics.json")
     routing = metrics["routing"]
     assert routing["inference"] == "deterministic"
-    assert all(0.0 <= v <= 1.0 for v in routing["fraction_finetuned"])
+    images_on_split = metrics["images"][routing["split"]]
+    for fraction in routing["fraction_finetuned"]:  # images routed to the fine-tuned copy / images
+        assert 0 <= round(fraction * images_on_split) <= images_on_split
+        assert abs(fraction * images_on_split - round(fraction * images_on_split)) < 1e-3
     for per_class in routing["per_class"].values():
         assert len(per_class) == len(routing["fraction_finetuned"])
     assert not (run / "compact.keras").exists()  # per-image decisions have no compact form

@@ -12,7 +12,7 @@ from models.regularizers.delta import DeltaPenalty, attention_feature_distance
 from models.regularizers.parts import hook_layer_names
 from models.regularizers.variables import shared_variables
 from models.transfer_trainer import TransferTrainer
-from tests.models.regularizer_fixtures import NUM_CLASSES, images, labels, perturb, tiny_backbone, tiny_classifier
+from tests.fixtures import NUM_CLASSES, images, labels, perturb, tiny_backbone, tiny_classifier
 
 
 def uniform_attention(model, hooks):

@@ -6,7 +6,7 @@ import pytest
 
 from models.regularizers.fisher import estimate_fisher, normalize_fisher
 from models.regularizers.variables import keyed_variables, shared_variables
-from tests.models.regularizer_fixtures import images, tiny_classifier
+from tests.fixtures import images, tiny_classifier
 
 
 def softmax(z):

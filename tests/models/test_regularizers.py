@@ -14,7 +14,7 @@ from models.regularizers.l2_sp import L2SPPenalty
 from models.regularizers.variables import distances_by_part, is_kernel, keyed_variables, new_variables, shared_variables
 from models.regularizers.weight_decay import WeightDecayPenalty
 from models.transfer_trainer import TransferTrainer
-from tests.models.regularizer_fixtures import images, labels, perturb, tiny_backbone, tiny_classifier
+from tests.fixtures import images, labels, perturb, tiny_backbone, tiny_classifier
 
 
 def numpy_of(variables):

@@ -15,15 +15,14 @@ from models.backbones.fire_module import FireModule
 from models.backbones.pooling_head import PoolingHead
 from models.preprocessing import ChannelNormalization
 from models.regularizers import build_penalty_terms
-from models.regularizers.parts import hook_layer_names
 from models.spottune.fixed_policy import FixedPolicy
 from models.spottune.global_k_penalty import GlobalKPenalty
 from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import GumbelSoftmax
 from models.spottune.policy_network import PolicyNetwork
 from models.spottune.routed_block import RoutedBlock
+from tests.fixtures import images, labels, perturb, tiny_backbone, tiny_classifier
 from tests.harness import run_layer_test, run_term_test
-from tests.models.regularizer_fixtures import images, labels, perturb, tiny_backbone, tiny_classifier
 from tests.rundir.test_layering import REPO
 
 RNG = np.random.default_rng(0)

@@ -208,67 +208,18 @@ def test_resnet26_state_dict_round_trip(layout, tmp_path):
 
 
 def test_resnet26_matches_the_authors_pytorch_network(tmp_path):
-    """Same logits as the SpotTune PyTorch ResNet-26 (spottune_models.py, policy=None), when torch is installed."""
-    torch = pytest.importorskip("torch")
-    nn = torch.nn
-    functional = torch.nn.functional
+    """Same logits as the SpotTune authors' PyTorch ResNet-26 (spottune_models.py, policy=None), computed once
+    with PyTorch by tests/reference/resnet26_authors.py and checked in: CI needs no torch."""
+    from tests.reference import resnet26_authors as reference
 
-    def conv3x3(cin, cout, stride=1):
-        return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
-            self.conv2, self.bn2 = nn.Sequential(nn.ReLU(), conv3x3(cout, cout)), nn.BatchNorm2d(cout)
-
-        def forward(self, x):
-            return self.bn2(self.conv2(functional.relu(self.bn1(self.conv1(x)))))
-
-    class Net(nn.Module):
-        def __init__(self, num_classes):
-            super().__init__()
-            self.conv1, self.bn1 = conv3x3(3, 32), nn.BatchNorm2d(32)
-            widths, cin, stages = [64, 128, 256], 32, []
-            for width in widths:
-                stages.append(nn.ModuleList([Block(cin if b == 0 else width, width, 2 if b == 0 else 1) for b in range(4)]))
-                cin = width
-            self.blocks = nn.ModuleList(stages)
-            self.bn2 = nn.Sequential(nn.BatchNorm2d(256), nn.ReLU())
-            self.linear = nn.Linear(256, num_classes)
-
-        def forward(self, x):
-            x = self.bn1(self.conv1(x))
-            for stage in self.blocks:
-                for b, block in enumerate(stage):
-                    residual = x
-                    if b == 0:
-                        residual = functional.avg_pool2d(x, 2)
-                        residual = torch.cat((residual, residual * 0), 1)
-                    x = functional.relu(residual + block(x))
-            x = self.bn2(x).mean(dim=(2, 3))
-            return self.linear(x)
-
-    torch.manual_seed(0)
-    net = Net(5)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-    net.eval()
-    path = tmp_path / "spottune.pth"
-    torch.save(net.state_dict(), path)
-
+    path = _npz_of(tmp_path, "spottune.npz", reference.state_dict())
     backbone = build_backbone("resnet26", str(path))
+    assert backbone.source_classifier.units == reference.NUM_CLASSES
     normalization = {"mean": [0.0] * 3, "std": [1.0] * 3, "scale": 1.0}
     model = assemble_classifier(backbone, normalization=normalization, use_source_classifier=True)
-    images = np.random.default_rng(0).normal(size=(2, 72, 72, 3)).astype("float32")
-    with torch.no_grad():
-        expected = net(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images)), expected, rtol=1e-4, atol=1e-4)
+    with np.load(reference.FIXTURE) as fixture:
+        expected = fixture["logits"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(reference.images())), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_spottune_module_pickle_asks_for_a_state_dict(tmp_path):

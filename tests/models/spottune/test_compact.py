@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 
 from models.classifier import assemble_classifier, split_classifier
-from models.spottune.compact import compact_classifier, fixed_decisions
 from models.errors import ModelConfigError
 from models.spottune.classifier import routed_blocks
-from tests.models.spottune.test_routed import NORMALIZATION, images, perturb, spottune, tiny_backbone
+from models.spottune.compact import compact_classifier, fixed_decisions
+from tests.fixtures import NORMALIZATION, images, perturb, tiny_backbone, tiny_spottune
 
 PLAIN_NAMES = ["image", "normalization", "stem", "block_01", "block_02", "block_03", "head", "classifier"]
 
 
 def _perturbed(model, seed=0):
     for index, block in enumerate(routed_blocks(model)):
-        perturb(block.finetuned, seed=seed + index)
+        perturb(block.finetuned, scale=0.2, seed=seed + index)
     return model
 
 
@@ -30,7 +30,7 @@ def _assert_same_outputs(compact, routed, x):
 
 @pytest.mark.parametrize("decisions", [[0, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1]])
 def test_compact_of_fixed_decisions_matches_the_routed_model(decisions):
-    routed = _perturbed(spottune("fixed", decisions=decisions))
+    routed = _perturbed(tiny_spottune("fixed", decisions=decisions))
     compact = compact_classifier(routed)
     assert [layer.name for layer in compact.layers] == PLAIN_NAMES
     _assert_same_outputs(compact, routed, images(4, 12))
@@ -48,7 +48,7 @@ def test_compact_of_fixed_decisions_matches_the_routed_model(decisions):
 
 
 def test_compact_of_a_global_policy_uses_its_deterministic_decisions():
-    routed = _perturbed(spottune("global", global_k={"target_k": 1}))
+    routed = _perturbed(tiny_spottune("global", global_k={"target_k": 1}))
     routed.get_layer("policy").logits.assign(np.array([[1.0, -1.0], [0.2, 0.9], [-3.0, 2.0]], "float32"))
     assert fixed_decisions(routed) == [0, 1, 1]
     assert fixed_decisions(routed, k=1) == [0, 0, 1]
@@ -62,14 +62,14 @@ def test_compact_of_a_global_policy_uses_its_deterministic_decisions():
 
 
 def test_compact_of_functional_blocks_keeps_the_plain_names():
-    routed = _perturbed(spottune("fixed", backbone=tiny_backbone(functional_blocks=True), decisions=[1, 0, 1]))
+    routed = _perturbed(tiny_spottune("fixed", backbone=tiny_backbone(functional_blocks=True), decisions=[1, 0, 1]))
     compact = compact_classifier(routed)
     assert [layer.name for layer in compact.layers] == PLAIN_NAMES
     _assert_same_outputs(compact, routed, images(3, 8))
 
 
 def test_per_image_policy_has_no_compact_form():
-    routed = spottune("per_image")
+    routed = tiny_spottune("per_image")
     with pytest.raises(ModelConfigError):
         fixed_decisions(routed)
     with pytest.raises(ModelConfigError):
@@ -83,7 +83,7 @@ def test_per_image_policy_has_no_compact_form():
 
 
 def test_compact_from_a_loaded_routed_model_saves_and_loads(tmp_path):
-    routed = _perturbed(spottune("fixed", decisions=[0, 1, 0], dropout=0.1))
+    routed = _perturbed(tiny_spottune("fixed", decisions=[0, 1, 0], dropout=0.1))
     routed.save(tmp_path / "routed.keras")
     loaded_routed = keras.saving.load_model(tmp_path / "routed.keras", safe_mode=True)
     compact = compact_classifier(loaded_routed)
@@ -102,7 +102,7 @@ def test_resnet20_compact_matches_and_has_one_backbone_of_parameters():
 
     decisions = [0, 0, 0, 0, 0, 0, 1, 1, 1]  # "last-3"
     routed = _perturbed(
-        spottune("fixed", backbone=build_backbone("resnet20", weights="none"), decisions=decisions)
+        tiny_spottune("fixed", backbone=build_backbone("resnet20", weights="none"), decisions=decisions)
     )
     compact = compact_classifier(routed)
     _assert_same_outputs(compact, routed, images(2, 32))
@@ -117,7 +117,7 @@ def test_pretrained_resnet20_compact_matches_the_routed_model_on_real_images():
     from pipelines import load_dataset
 
     decisions = [0, 1, 0, 0, 1, 0, 0, 1, 1]
-    routed = _perturbed(spottune("fixed", backbone=build_backbone("resnet20", weights="default"), decisions=decisions),
+    routed = _perturbed(tiny_spottune("fixed", backbone=build_backbone("resnet20", weights="default"), decisions=decisions),
                         seed=7)
     compact = compact_classifier(routed)
     real_images, _ = next(iter(load_dataset("default").batches("test", 32, training=False, image_size=32)))

@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.backbones.base import Backbone, block_name, build_parts
-from models.backbones.basic_block import BasicBlock
-from models.backbones.conv_stem import ConvStem
-from models.backbones.pooling_head import PoolingHead
+from models.backbones.base import block_name
 from models.errors import ModelConfigError
 from models.spottune.global_k_penalty import (
     GlobalKPenalty,
@@ -19,59 +16,12 @@ from models.spottune.global_k_penalty import (
     expected_fractions,
     routing_fractions,
 )
-from models.spottune.routed_block import RoutedBlock
 from models.spottune.classifier import build_spottune_classifier, routed_blocks, routing_model, set_inference_mode
+from models.spottune.routed_block import RoutedBlock
 from models.spottune.temperature_schedule import TemperatureSchedule
+from tests.fixtures import NORMALIZATION, images, perturb, tiny_backbone, tiny_spottune
 
-NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-POLICY_WIDTHS = (4, 8, 8)
 FORBIDDEN_OPS = {"ArgMax", "ArgMin", "Bitcast", "BitwiseAnd"}
-
-
-def tiny_backbone(functional_blocks=False):
-    """Stem, 3 blocks (one strided), GAP head: a ResNet in miniature, random weights."""
-    stem = ConvStem(4, 3, activation="relu", name="stem")
-    if functional_blocks:
-        blocks = []
-        for index, (channels, width) in enumerate(((4, 4), (4, 8), (8, 8))):
-            inputs = keras.Input((None, None, channels))
-            x = keras.layers.Conv2D(width, 3, padding="same", name="conv")(inputs)
-            x = keras.layers.BatchNormalization(name="bn")(x)
-            blocks.append(keras.Model(inputs, keras.layers.ReLU()(x), name=block_name(index)))
-    else:
-        blocks = [
-            BasicBlock(4, name="block_01"),
-            BasicBlock(8, strides=2, name="block_02"),
-            BasicBlock(8, name="block_03"),
-        ]
-    head = PoolingHead(name="head")
-    feature_dim = build_parts(stem, blocks, head)
-    _randomize_batchnorm([stem, *blocks])
-    return Backbone("tiny", stem, blocks, head, feature_dim, [[0], [1, 2]], dict(NORMALIZATION), None, None, 8)
-
-
-def _randomize_batchnorm(layers, seed=0):
-    """Non-trivial moving statistics, so inference-mode and training-mode BatchNorm differ visibly."""
-    rng = np.random.default_rng(seed)
-    for layer in layers:
-        for variable in layer.weights:
-            if variable.name == "moving_mean":
-                variable.assign(rng.normal(scale=0.3, size=variable.shape))
-            elif variable.name == "moving_variance":
-                variable.assign(rng.uniform(0.5, 2.0, size=variable.shape))
-
-
-def images(batch=4, size=8, seed=0):
-    return (np.random.default_rng(seed).uniform(size=(batch, size, size, 3)) * 255).astype("float32")
-
-
-def spottune(policy="per_image", backbone=None, **kwargs):
-    backbone = backbone or tiny_backbone()
-    if policy == "fixed":
-        kwargs.setdefault("decisions", [0, 1, 1])
-    return build_spottune_classifier(
-        backbone, 5, NORMALIZATION, policy=policy, policy_widths=POLICY_WIDTHS, seed=0, **kwargs
-    )
 
 
 def head_features(model, x, routing=None, training=False):
@@ -94,18 +44,12 @@ def plain_features(backbone, x, normalization=NORMALIZATION):
     return keras.ops.convert_to_numpy(backbone.head(h, training=False))
 
 
-def perturb(layer, seed=0, scale=0.2):
-    rng = np.random.default_rng(seed)
-    for variable in layer.trainable_weights:
-        variable.assign(variable + rng.normal(scale=scale, size=variable.shape).astype("float32"))
-
-
 # --- Structure ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("policy", ["per_image", "global", "fixed"])
 def test_model_structure_and_outputs(policy):
-    model = spottune(policy)
+    model = tiny_spottune(policy)
     names = [layer.name for layer in model.layers]
     for name in ("image", "normalization", "stem", "block_01", "block_02", "block_03", "head", "classifier"):
         assert name in names
@@ -123,15 +67,15 @@ def test_model_structure_and_outputs(policy):
 
 def test_builder_rejects_bad_arguments():
     with pytest.raises(ModelConfigError):
-        spottune("random")
+        tiny_spottune("random")
     with pytest.raises(ModelConfigError):
-        spottune("fixed", decisions=[0, 1])
+        tiny_spottune("fixed", decisions=[0, 1])
     with pytest.raises(ModelConfigError):
-        spottune("global", decisions=[0, 1, 1])
+        tiny_spottune("global", decisions=[0, 1, 1])
     with pytest.raises(ModelConfigError):
-        spottune(frozen_bn="sometimes")
+        tiny_spottune(frozen_bn="sometimes")
     with pytest.raises(ModelConfigError):
-        spottune("global", global_k={"count_weight": 1.0})
+        tiny_spottune("global", global_k={"count_weight": 1.0})
 
 
 # --- Routing maths -----------------------------------------------------------------------------
@@ -139,9 +83,9 @@ def test_builder_rejects_bad_arguments():
 
 def test_routing_mixes_the_two_copies_per_image():
     backbone = tiny_backbone()
-    model = spottune("per_image", backbone=backbone)
+    model = tiny_spottune("per_image", backbone=backbone)
     block = model.get_layer("block_02")
-    perturb(block.finetuned)
+    perturb(block.finetuned, scale=0.2, seed=0)
     x = np.random.default_rng(1).normal(size=(4, 8, 8, 4)).astype("float32")
     routing = np.zeros((4, 3, 2), "float32")
     routing[:, :, 0] = 1.0
@@ -159,12 +103,12 @@ def test_policy_choosing_the_pretrained_copies_gives_the_pretrained_features(pol
     backbone = tiny_backbone()
     expected = plain_features(backbone, images())
     if policy == "fixed":
-        model = spottune("fixed", backbone=backbone, decisions=[0, 0, 0])
+        model = tiny_spottune("fixed", backbone=backbone, decisions=[0, 0, 0])
     else:
-        model = spottune("global", backbone=backbone)
+        model = tiny_spottune("global", backbone=backbone)
         model.get_layer("policy").logits.assign(np.tile([[50.0, -50.0]], (3, 1)))
     for block in routed_blocks(model):
-        perturb(block.finetuned)  # the fine-tuned copies must play no part
+        perturb(block.finetuned, scale=0.2, seed=0)  # the fine-tuned copies must play no part
     np.testing.assert_array_equal(head_features(model, images()), expected)
     # In training too (sampled gate, training-mode call): each block gives exactly F_l(x).
     routing = model.get_layer("gate")(model.get_layer("policy")(images()), training=True)
@@ -183,7 +127,7 @@ def test_policy_choosing_the_pretrained_copies_gives_the_pretrained_features(pol
 @pytest.mark.parametrize("policy", ["per_image", "global"])
 @pytest.mark.parametrize("frozen_bn", ["frozen", "train"])
 def test_gradients_reach_the_policy_through_the_straight_through_gate(policy, frozen_bn):
-    model = spottune(policy, frozen_bn=frozen_bn)
+    model = tiny_spottune(policy, frozen_bn=frozen_bn)
     policy_layer = model.get_layer("policy")
     if policy == "global":
         policy_layer.logits.assign(np.random.default_rng(0).normal(size=(3, 2)).astype("float32"))
@@ -203,7 +147,7 @@ def test_gradients_reach_the_policy_through_the_straight_through_gate(policy, fr
         # Frozen copy with moving statistics, fine-tuned copy with batch statistics: they differ.
         assert largest_policy_gradient() > 1e-6
     for block in routed_blocks(model):
-        perturb(block.finetuned)
+        perturb(block.finetuned, scale=0.2, seed=0)
     assert largest_policy_gradient() > 1e-6
 
 
@@ -221,7 +165,7 @@ def _values(layer, names):
 
 @pytest.mark.parametrize("frozen_bn", ["frozen", "train", "train_affine"])
 def test_frozen_copies_stay_frozen(frozen_bn, tmp_path):
-    model = spottune("per_image" if frozen_bn == "train" else "global", frozen_bn=frozen_bn)
+    model = tiny_spottune("per_image" if frozen_bn == "train" else "global", frozen_bn=frozen_bn)
     block = model.get_layer("block_01")
     trainable_names = {v.name for v in block.pretrained.trainable_weights}
     assert trainable_names == ({"gamma", "beta"} if frozen_bn == "train_affine" else set())
@@ -279,7 +223,7 @@ def test_global_k_terms_match_numpy():
 
 
 def test_global_k_penalty_gradient_reaches_the_global_logits():
-    model = spottune("global", global_k={"target_k": 1, "count_weight": 1.0, "binarize_weight": 0.1})
+    model = tiny_spottune("global", global_k={"target_k": 1, "count_weight": 1.0, "binarize_weight": 0.1})
     logits = model.get_layer("policy").logits
     with tf.GradientTape() as tape:
         model(images(), training=True)
@@ -294,7 +238,7 @@ def test_global_k_penalty_gradient_reaches_the_global_logits():
 
 
 def test_fit_with_global_k_and_annealing():
-    model = spottune("global", global_k={"target_k": 1, "count_weight": 5.0, "binarize_weight": 0.0})
+    model = tiny_spottune("global", global_k={"target_k": 1, "count_weight": 5.0, "binarize_weight": 0.0})
     before = keras.ops.convert_to_numpy(model.get_layer("policy").logits).copy()
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     schedule = TemperatureSchedule(5.0, "exponential", rate=1.0, minimum=0.5)
@@ -311,7 +255,7 @@ def test_fit_with_global_k_and_annealing():
 
 
 def test_set_inference_mode_switches_predict():
-    model = spottune("global")  # logits 0: p = 0.5, deterministic path = all pretrained
+    model = tiny_spottune("global")  # logits 0: p = 0.5, deterministic path = all pretrained
     view = routing_model(model)
     x = images(16)
     deterministic = view.predict(x, verbose=0)["decisions"]
@@ -329,7 +273,7 @@ def test_set_inference_mode_switches_predict():
 
 @pytest.mark.parametrize("policy", ["per_image", "global"])
 def test_deterministic_graph_has_no_argmax_bitwise_or_random_ops(policy):
-    model = spottune(policy)
+    model = tiny_spottune(policy)
     function = tf.function(lambda x: model(x, training=False))
     graph = function.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32)).graph
     types = {op.type for op in graph.get_operations()}
@@ -352,9 +296,9 @@ def test_deterministic_graph_has_no_argmax_bitwise_or_random_ops(policy):
 def test_save_and_load_round_trip(tmp_path, policy, kwargs):
     if kwargs.get("backbone") == "functional":
         kwargs = {**kwargs, "backbone": tiny_backbone(functional_blocks=True)}
-    model = spottune(policy, **kwargs)
+    model = tiny_spottune(policy, **kwargs)
     for block in routed_blocks(model):
-        perturb(block.finetuned)
+        perturb(block.finetuned, scale=0.2, seed=0)
     if policy == "global":
         model.get_layer("policy").logits.assign(np.random.default_rng(0).normal(size=(3, 2)).astype("float32"))
         model.get_layer("gate").temperature.assign(0.9)
@@ -400,5 +344,5 @@ def test_resnet20_pretrained_copies_give_the_pretrained_features(shared_dir):
     expected = plain_features(reference, images(4, 32), reference.source_normalization)
     model = build_spottune_classifier(build_backbone("resnet20", weights="default"), 10, policy="fixed", decisions=[0] * 9)
     for block in routed_blocks(model):
-        perturb(block.finetuned)
+        perturb(block.finetuned, scale=0.2, seed=0)
     np.testing.assert_array_equal(head_features(model, images(4, 32)), expected)
