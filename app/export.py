@@ -22,14 +22,14 @@ PROGRAM = "python -m app.export"
 
 
 def build_parser():
-    from export.exporter import (
+    from export.options import (
         DEFAULT_CALIBRATION_BATCHES,
+        DEFAULT_MAX_IMAGES,
         DEFAULT_MIN_AGREEMENT,
         DEFAULT_MIN_AGREEMENT_QUANTIZED,
         FORMATS,
         QUANTIZATIONS,
     )
-    from export.verify import DEFAULT_MAX_IMAGES
     from models.strategies import STRATEGIES
 
     def strategies(test):

@@ -17,8 +17,7 @@ import sys
 import numpy as np
 
 from models.errors import ModelConfigError
-from models.regularizers import DEFAULTS, REGULARIZERS, build_penalty_terms, check_regularizer, get_regularizer, regularizer_flags
-from models.regularizers.variables import PENALIZE, distances_by_part, keyed_variables, shared_variables
+from models.regularizers import DEFAULTS, PENALIZE, REGULARIZERS, build_penalty_terms, check_regularizer, get_regularizer, regularizer_flags
 from rundir.layout import DISTANCE_PLOT, FISHER_FILE, REGULARIZATION_FILE, W0_FILE
 
 # Flags kept in TrainConfig.extra (app.train's EXTRA_FLAGS lists them): every regulariser's own, and the share of training images.
@@ -166,6 +165,8 @@ def _numpy(variable):
 
 def _starting_point(network, run_directory):
     """{key: w0} of every trainable shared weight: from w0.npz where it matches, else the network now."""
+    from models.regularizers.variables import keyed_variables, shared_variables
+
     file = os.path.join(run_directory, W0_FILE)
     saved = _load_npz(file)
     starts, changed = {}, False
@@ -203,6 +204,7 @@ def fisher_model(network, backbone, head="auto"):
 
 def _fisher(config, settings, network, backbone, bundle, image_size, cache_directory, verbose):
     from models.regularizers.fisher import estimate_fisher, normalize_fisher
+    from models.regularizers.variables import keyed_variables, shared_variables
 
     variables = keyed_variables(shared_variables(network, settings["penalize"]))
     file = os.path.join(cache_directory, FISHER_FILE)
@@ -286,6 +288,8 @@ def report_distances(network, run_directory, stream=sys.stdout, plot=True):
         {part: {"distance", "norm_w0", "relative", "parameters"}, "total": {...}}: store it in
         metrics.json (e.g. as metrics["distance_to_w0"]); {} when the run has no w0.npz.
     """
+    from models.regularizers.variables import distances_by_part, keyed_variables, shared_variables
+
     starts = _load_npz(os.path.join(run_directory, W0_FILE))
     if not starts:
         return {}

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 
 from app.errors import one_line_errors
@@ -138,7 +139,7 @@ def main(argv=None):
                 config.epochs = args.epochs
                 config.save(rd.path(args.resume, rd.CONFIG_FILE))
             if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:
-                raise ModelConfigError(f"{args.resume} already finished; evaluate it with python -m app.evaluate --run {args.resume}")
+                raise ModelConfigError(f"{args.resume} already finished; evaluate it with python -m app.evaluate --run {shlex.quote(args.resume)}")
             run_directory = args.resume
         else:
             config = config_from_args(args)
@@ -146,7 +147,7 @@ def main(argv=None):
             config.out = run_directory
             if os.path.exists(rd.path(run_directory, rd.CONFIG_FILE)):
                 raise ModelConfigError(
-                    f"{run_directory} already holds a run; continue it with --resume {run_directory} or choose another --out"
+                    f"{run_directory} already holds a run; continue it with --resume {shlex.quote(run_directory)} or choose another --out"
                 )
         config.validate()
         check_regularization(config)
@@ -169,7 +170,7 @@ def main(argv=None):
                 f"training images/s: {rate:.1f}" if rate else "training images/s: n/a",
                 f"trainable / total parameters: {metrics['trainable_parameters']:,} / {metrics['total_parameters']:,}",
                 f"run directory: {run_directory}",
-                f"TensorBoard: tensorboard --logdir {rd.path(run_directory, rd.LOGS_DIR)}",
+                f"TensorBoard: tensorboard --logdir {shlex.quote(rd.path(run_directory, rd.LOGS_DIR))}",
             ],
         )
     return 0

@@ -6,6 +6,7 @@ The way of the data: config -> `pipelines.load_dataset` gives (image, label) bat
 
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -193,7 +194,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: finished epochs are kept in {rd.path(run_directory, rd.BACKUP_DIR)}; "
-            f"continue with: python -m app.train --resume {run_directory}",
+            f"continue with: python -m app.train --resume {shlex.quote(run_directory)}",
             file=sys.stderr,
         )
         raise

@@ -21,6 +21,7 @@ import argparse
 import csv
 import dataclasses
 import os
+import shlex
 import sys
 
 from app.errors import one_line_errors
@@ -327,8 +328,8 @@ def main(argv=None):
         with open(md_path) as f:
             print("\n" + f.read())
         print(f"results: {csv_path}, {md_path}")
-        print(f"best configuration: {os.path.join(out, BEST_FILE)}  (python -m app.train --config {os.path.join(out, BEST_FILE)})")
-        print(f"TensorBoard HParams: tensorboard --logdir {os.path.join(out, LOGS_DIR)}")
+        print(f"best configuration: {os.path.join(out, BEST_FILE)}  (python -m app.train --config {shlex.quote(os.path.join(out, BEST_FILE))})")
+        print(f"TensorBoard HParams: tensorboard --logdir {shlex.quote(os.path.join(out, LOGS_DIR))}")
     return 0
 
 

@@ -17,6 +17,7 @@ timed in turns so that they share the machine's load, and the ratio routed / pla
 
 import dataclasses
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -32,14 +33,14 @@ from export import verify as export_verify
 from export.report import REPORT_FILE, write_report
 from models.errors import ModelConfigError
 
-FORMATS = ("tflite", "onnx", "saved_model")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-FLOAT_QUANTIZATIONS = ("none", "float16")
-DEFAULT_MIN_AGREEMENT = 0.99
-# int8 and dynamic-range files: rounding moves near-tied logits, so a lower bar (measured: 0.96 to
-# 1.00 for trained ResNet-20 / ResNet-26 / SqueezeNet on the embedded data, see the README table).
-DEFAULT_MIN_AGREEMENT_QUANTIZED = 0.95
-DEFAULT_CALIBRATION_BATCHES = 10
+from export.options import (  # noqa: F401  (the choices and defaults, declared without TensorFlow)
+    DEFAULT_CALIBRATION_BATCHES,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_MIN_AGREEMENT_QUANTIZED,
+    FLOAT_QUANTIZATIONS,
+    FORMATS,
+    QUANTIZATIONS,
+)
 SAVED_MODEL_DIR = "saved_model"
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 
@@ -410,7 +411,7 @@ def _export_delta(run, source, out, images, options):
         "parts": meta["parts"],
         "finetuned_blocks": meta["finetuned_blocks"],
         "rebuilt_max_abs_diff": difference,
-        "rebuild_command": f"python -m app.export --rebuild-delta {path} --out model.keras",
+        "rebuild_command": f"python -m app.export --rebuild-delta {shlex.quote(str(path))} --out model.keras",
     }
 
 

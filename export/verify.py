@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-DEFAULT_MAX_IMAGES = 500
+from export.options import DEFAULT_MAX_IMAGES  # noqa: F401  (declared without TensorFlow there)
+
 CALIBRATION_BATCH_SIZE = 32
 
 

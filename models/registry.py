@@ -1,9 +1,10 @@
-"""The modules that register adaptune's Keras objects, imported by `import models`.
+"""The modules that register adaptune's Keras objects, imported by `import_all_layers()`.
 
 Every custom layer, model, loss term and optimizer is registered under the package name
-`models.serialization.PACKAGE` when its module is imported; `import models` imports all of them, so
-`keras.saving.load_model("RUN/model.keras", safe_mode=True)` works in a fresh Python with the
-repository on the path.
+`models.serialization.PACKAGE` when its module is imported; `import_all_layers()` imports all of
+them, so after it `keras.saving.load_model("RUN/model.keras", safe_mode=True)` works in a fresh
+Python with the repository on the path. (`import models` alone no longer does it: it stays free of
+TensorFlow so that the command line answers `--help` at once.)
 """
 
 import importlib
@@ -14,12 +15,16 @@ LAYER_MODULES = (
     "models.training_term",
     "models.transfer_trainer",
     "models.split_optimizer",
-    "models.regularizers",
+    "models.regularizers.delta",
+    "models.regularizers.group_lasso_sp",
+    "models.regularizers.l1_sp",
+    "models.regularizers.l2_sp",
+    "models.regularizers.weight_decay",
     "models.spottune.classifier",
 )
 
 
 def import_all_layers():
-    """Import the modules whose custom objects a saved adaptune model may contain (`import models` does it)."""
+    """Import the modules whose custom objects a saved adaptune model may contain (registers them with Keras)."""
     for module in LAYER_MODULES:
         importlib.import_module(module)

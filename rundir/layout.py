@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -106,5 +107,5 @@ def require_run(run_dir, *names):
         raise RunDirError(f"run directory {run_dir} does not exist; pass --run with a directory written by python -m app.train")
     for name in names:
         if not os.path.exists(path(run_dir, name)):
-            hint = " (training did not finish: continue it with python -m app.train --resume " + run_dir + ")" if os.path.isdir(path(run_dir, BACKUP_DIR)) else ""
+            hint = " (training did not finish: continue it with python -m app.train --resume " + shlex.quote(run_dir) + ")" if os.path.isdir(path(run_dir, BACKUP_DIR)) else ""
             raise RunDirError(f"{run_dir} has no {name}{hint}; pass a finished run written by python -m app.train")

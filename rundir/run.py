@@ -57,7 +57,9 @@ def load_keras_model(path):
     """Loads an adaptune `.keras` file with safe_mode on; RunDirError (one line) if it cannot be read."""
     import keras
 
-    import models  # noqa: F401  (registers every adaptune layer)
+    from models import registry
+
+    registry.import_all_layers()
 
     if not os.path.isfile(path):
         raise rd.RunDirError(f"{path} is missing; pass a finished run written by python -m app.train")

@@ -19,18 +19,33 @@ gl_sp.md, delta.md.
 
 References: Li, Grandvalet, Davoine, ICML 2018 (https://arxiv.org/abs/1802.01483);
 Li et al., ICLR 2019 (https://arxiv.org/abs/1901.09229).
+
+The registry itself needs no Keras (the command line reads it before TensorFlow loads): the term
+classes are imported when a term is built.
 """
 
+import importlib
 import typing
 
 from models.errors import ModelConfigError
 from models.flags import Flag
-from models.regularizers.delta import REDUCTIONS, DeltaPenalty
-from models.regularizers.group_lasso_sp import GroupLassoSPPenalty
-from models.regularizers.l1_sp import L1SPPenalty
-from models.regularizers.l2_sp import L2SPPenalty
-from models.regularizers.variables import PENALIZE, keyed_variables, new_variables, shared_variables
-from models.regularizers.weight_decay import WeightDecayPenalty
+
+# The penalty classes, imported on first use: `from models.regularizers import L2SPPenalty` still works.
+_TERM_MODULES = {
+    "DeltaPenalty": "models.regularizers.delta",
+    "GroupLassoSPPenalty": "models.regularizers.group_lasso_sp",
+    "L1SPPenalty": "models.regularizers.l1_sp",
+    "L2SPPenalty": "models.regularizers.l2_sp",
+    "WeightDecayPenalty": "models.regularizers.weight_decay",
+}
+REDUCTIONS = ("mean", "sum")  # DELTA's feature term over the batch (models.regularizers.delta)
+PENALIZE = ("kernels", "all")  # which weights a term covers (models.regularizers.variables)
+
+
+def __getattr__(name):
+    if name in _TERM_MODULES:
+        return getattr(importlib.import_module(_TERM_MODULES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Defaults(typing.NamedTuple):
@@ -84,13 +99,13 @@ class L2(Regularizer):
     page = "l2_sp.md"
 
     def main_term(self, network, shared, alpha, **needs):
-        return WeightDecayPenalty(list(shared.values()), alpha, name=self.name)
+        return __getattr__("WeightDecayPenalty")(list(shared.values()), alpha, name=self.name)
 
 
 class _StartingPointRegularizer(Regularizer):
     """An SP penalty: `term_class(variables, alpha, starts=...)`, with the Fisher when it needs it."""
 
-    term_class = None
+    term_class = ""  # a name in _TERM_MODULES
 
     def main_term(self, network, shared, alpha, starts=None, fisher=None, **needs):
         start_values = None if starts is None else [starts.get(key) for key in shared]  # None: the variable's value now
@@ -100,7 +115,7 @@ class _StartingPointRegularizer(Regularizer):
             if missing:
                 raise ModelConfigError(f"--regularizer {self.name} needs the Fisher information of {len(missing)} weights (first: {missing[0]})")
             kwargs[self.fisher_argument] = [fisher[key] for key in shared]
-        return self.term_class(list(shared.values()), alpha, starts=start_values, name=self.name, **kwargs)
+        return __getattr__(self.term_class)(list(shared.values()), alpha, starts=start_values, name=self.name, **kwargs)
 
 
 class L2SP(_StartingPointRegularizer):
@@ -108,7 +123,7 @@ class L2SP(_StartingPointRegularizer):
     defaults = Defaults(0.1, 0.01, "authors' code (L2-SP)")
     needs = ("w0",)
     page = "l2_sp.md"
-    term_class = L2SPPenalty
+    term_class = "L2SPPenalty"
 
 
 FISHER_FLAGS = (
@@ -136,7 +151,7 @@ class L1SP(_StartingPointRegularizer):
     defaults = Defaults(1e-4, 0.01, "our choice: the pull alpha equals L2-SP's at |w - w0| = 1e-3; no published value")
     needs = ("w0",)
     page = "l1_sp.md"
-    term_class = L1SPPenalty
+    term_class = "L1SPPenalty"
 
 
 class GroupLassoSP(_StartingPointRegularizer):
@@ -144,7 +159,7 @@ class GroupLassoSP(_StartingPointRegularizer):
     defaults = Defaults(1e-4, 0.01, "our choice: same strength as L1-SP for uniform displacements; no published value")
     needs = ("w0",)
     page = "gl_sp.md"
-    term_class = GroupLassoSPPenalty
+    term_class = "GroupLassoSPPenalty"
 
 
 class GroupLassoSPFisher(GroupLassoSP):
@@ -178,7 +193,7 @@ class Delta(Regularizer):
     def main_term(self, network, shared, alpha, attention=None, hooks=None, delta_reduction="mean", **needs):
         if attention is None or hooks is None:
             raise ModelConfigError("--regularizer delta needs the channel attention and hooked layers (computed by app.regularization)")
-        return DeltaPenalty(network, hooks, attention, alpha, reduction=delta_reduction, name=self.name)
+        return __getattr__("DeltaPenalty")(network, hooks, attention, alpha, reduction=delta_reduction, name=self.name)
 
 
 REGISTRY = {r.name: r for r in (NoRegularizer(), L2(), L2SP(), L2SPFisher(), L1SP(), GroupLassoSP(), GroupLassoSPFisher(), Delta())}
@@ -258,6 +273,8 @@ def build_penalty_terms(
     regularizer = REGISTRY[name]
     alpha = regularizer.defaults.alpha if alpha is None else float(alpha)
     beta = regularizer.defaults.beta if beta is None else float(beta)
+    from models.regularizers.variables import keyed_variables, new_variables, shared_variables
+
     shared = keyed_variables(shared_variables(network, penalize))
     main = regularizer.main_term(
         network, shared, alpha, starts=starts, fisher=fisher, attention=attention, hooks=hooks, delta_reduction=delta_reduction
@@ -265,7 +282,7 @@ def build_penalty_terms(
     if main is None:
         return []
     new = [v for _, v in new_variables(network, penalize, exclude=exclude_parts)]
-    return [main, WeightDecayPenalty(new, beta, name=NEW_WEIGHTS_TERM)]
+    return [main, __getattr__("WeightDecayPenalty")(new, beta, name=NEW_WEIGHTS_TERM)]
 
 
 __all__ = [

@@ -8,15 +8,13 @@ import numpy as np
 from keras import ops
 
 from models.classifier import call_site
+from models.regularizers import REDUCTIONS  # declared without Keras there (the command line's choices)
 from models.regularizers.hook_points import hooks_last_convolution, last_convolution_output
 from models.regularizers.parts import feature_extractor, pretrained_parts
 from models.regularizers.references import Untracked
 from models.serialization import PACKAGE
 from models.training_term import TrainingTerm
 from models.transfer_trainer import INPUT_SUFFIX
-
-
-REDUCTIONS = ("mean", "sum")
 
 
 def attention_feature_distance(current, pretrained, attention, reduction="mean"):

@@ -24,8 +24,8 @@ import re
 import numpy as np
 
 from models.backbones.base import HEAD_NAME, NORMALIZATION_NAME, STEM_NAME
+from models.regularizers import PENALIZE  # declared without Keras there (the command line's choices)
 
-PENALIZE = ("kernels", "all")
 # Top-level layers of a SpotTune model that route rather than classify (models.spottune.classifier names).
 ROUTING_PARTS = ("policy", "gate", "global_k")
 _BLOCK = re.compile(r"^block_\d+$")

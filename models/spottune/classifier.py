@@ -38,12 +38,10 @@ from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
 from models.spottune.policy_network import PolicyNetwork
 from models.spottune.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
+from models.spottune.names import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME  # noqa: F401  (defined without Keras there)
 from models.spottune.temperature_schedule import gumbel_gates
 
 POLICIES = ("per_image", "global", "fixed")
-POLICY_NAME = "policy"
-GATE_NAME = "gate"
-GLOBAL_K_NAME = "global_k"
 
 
 def build_spottune_classifier(

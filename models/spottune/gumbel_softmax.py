@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from models.serialization import PACKAGE
+from models.spottune.names import INFERENCE_MODES  # noqa: F401  (defined without Keras there)
 
-INFERENCE_MODES = ("deterministic", "sample")
 # Smallest uniform draw: keeps -log(-log(u)) finite (the authors add 1e-20 inside both logs).
 _MIN_UNIFORM = 1e-20
 

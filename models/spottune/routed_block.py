@@ -7,8 +7,8 @@ import keras
 from keras import ops
 
 from models.serialization import PACKAGE
+from models.spottune.names import FROZEN_BN_MODES  # noqa: F401  (defined without Keras there)
 
-FROZEN_BN_MODES = ("frozen", "train", "train_affine")
 AFFINE_NAMES = ("gamma", "beta")
 
 

@@ -12,18 +12,12 @@ The whole method lives here: its flags, the policy's own optimizer (a `SplitOpti
 temperature schedule and routing monitor, the routing statistics, heatmap, sampled accuracy and
 compact model written when training ends, and which network export takes.
 Method page: docs/methods/spottune.md and docs/methods/global_k.md.
+Keras is imported inside the hooks: the declarations (flags, files, export kind) are read by the
+command line before TensorFlow loads.
 """
 
-import keras
-
-from models.backbones.base import block_name
 from models.flags import Flag
-from models.split_optimizer import SplitOptimizer
-from models.spottune.classifier import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME, build_spottune_classifier, set_inference_mode
-from models.spottune.compact import compact_classifier, fixed_decisions
-from models.spottune.gumbel_softmax import INFERENCE_MODES
-from models.spottune.routed_block import FROZEN_BN_MODES
-from models.spottune.temperature_schedule import SCHEDULES, TemperatureSchedule, gumbel_gates
+from models.spottune.names import FROZEN_BN_MODES, GATE_NAME, GLOBAL_K_NAME, INFERENCE_MODES, POLICY_NAME, SCHEDULES
 from models.strategies.base import Strategy
 
 # Default weights of the global-k terms: chosen by the sweep in bench/global_k_sweep.py
@@ -66,6 +60,8 @@ GLOBAL_K_FLAGS = (
 
 def policy_optimizer(extra):
     """The policy network's own optimizer (authors' code: SGD, lr 0.01, momentum 0.9, weight decay 1e-3)."""
+    import keras
+
     return keras.optimizers.SGD(
         learning_rate=float(extra.get("policy_lr", DEFAULT_POLICY_LR)),
         momentum=DEFAULT_POLICY_MOMENTUM,
@@ -89,6 +85,8 @@ class SpotTune(Strategy):
         return None
 
     def build(self, backbone, num_classes, normalization, options):
+        from models.spottune.classifier import build_spottune_classifier
+
         extra = options.extra
         return build_spottune_classifier(
             backbone,
@@ -106,11 +104,14 @@ class SpotTune(Strategy):
 
     def optimizer(self, network, network_optimizer, options):
         """The network's optimizer for the network, the policy's own for the variables under "policy/"."""
+        from models.split_optimizer import SplitOptimizer
+
         return SplitOptimizer(network_optimizer, policy_optimizer(options.extra), [POLICY_NAME + "/"])
 
     def callbacks(self, context):
         """The temperature schedule, and the per-epoch routing logs (`logs/routing`) on the validation data."""
         from models.spottune.routing_monitor import RoutingMonitor
+        from models.spottune.temperature_schedule import TemperatureSchedule, gumbel_gates
 
         extra = context.options.extra
         schedule = TemperatureSchedule(
@@ -125,6 +126,7 @@ class SpotTune(Strategy):
 
     def finish(self, context):
         """Routing statistics and heatmap, the accuracy with sampled routing, and (global policies) the compact model."""
+        from models.spottune.classifier import set_inference_mode
         from models.spottune.routing_statistics import routing_statistics, save_heatmap
 
         network = context.network
@@ -148,6 +150,11 @@ class SpotTuneGlobal(SpotTune):
 
     def finish(self, context):
         """SpotTune's routing report, plus the policy's probabilities and the compact model (compact.keras)."""
+        import keras
+
+        from models.backbones.base import block_name
+        from models.spottune.compact import compact_classifier, fixed_decisions
+
         metrics = super().finish(context)
         routing = metrics["routing"]
         network, k = context.network, context.options.k

@@ -7,13 +7,11 @@
   blocks stay frozen (so does the normalisation layer, which has no weights). The baseline that SpotTune's global-k is compared with (Guo et al., CVPR
   2019, Sec. 4).
 
-Method page: docs/methods/baselines.md.
+Method page: docs/methods/baselines.md. Keras is imported when a network is built, not with the
+declarations (the command line reads those before TensorFlow loads).
 """
 
-from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, block_name
-from models.classifier import assemble_classifier
 from models.strategies.base import Strategy
-from models.strategies.freezing import set_trainable
 
 
 class FineTune(Strategy):
@@ -21,6 +19,9 @@ class FineTune(Strategy):
     description = "all layers train from the pretrained weights"
 
     def build(self, backbone, num_classes, normalization, options):
+        from models.classifier import assemble_classifier
+        from models.strategies.freezing import set_trainable
+
         model = assemble_classifier(backbone, num_classes, normalization=normalization, dropout=options.dropout)
         for layer in model.layers:
             set_trainable(layer, True, options.bn)
@@ -32,6 +33,10 @@ class LinearProbe(Strategy):
     description = "only the new classifier trains (frozen backbone)"
 
     def build(self, backbone, num_classes, normalization, options):
+        from models.backbones.base import CLASSIFIER_NAME
+        from models.classifier import assemble_classifier
+        from models.strategies.freezing import set_trainable
+
         model = assemble_classifier(backbone, num_classes, normalization=normalization, dropout=options.dropout)
         for layer in model.layers:
             set_trainable(layer, layer.name == CLASSIFIER_NAME, options.bn)
@@ -45,6 +50,10 @@ class LastK(Strategy):
     requires_k = True
 
     def build(self, backbone, num_classes, normalization, options):
+        from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, block_name
+        from models.classifier import assemble_classifier
+        from models.strategies.freezing import set_trainable
+
         model = assemble_classifier(backbone, num_classes, normalization=normalization, dropout=options.dropout)
         num_blocks = len(backbone.blocks)
         trained = {block_name(i) for i in range(num_blocks - options.k, num_blocks)}

@@ -29,7 +29,9 @@ def test_global_k_run_ends_with_exactly_k_fine_tuned_blocks_and_a_compact_model(
     for fraction in routing["fraction_finetuned"]:  # images routed to the fine-tuned copy / images
         assert abs(fraction * images_on_split - round(fraction * images_on_split)) < 1e-3
 
-    import models  # noqa: F401  (registers every adaptune layer)
+    from models import registry
+
+    registry.import_all_layers()  # registers every adaptune layer
 
     compact = keras.saving.load_model(run / "compact.keras", safe_mode=True)
     routed = keras.saving.load_model(run / "model.keras", safe_mode=True)

@@ -1,5 +1,5 @@
 """Every registered adaptune layer and loss term through the shared harness (tests/harness.py),
-and a saved model loading in a fresh Python after `import models` alone."""
+and a saved model loading in a fresh Python after `models.registry.import_all_layers()` alone."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-import models  # noqa: F401  (registers every adaptune object)
+from models import registry
 from models.backbones.basic_block import BasicBlock
 from models.backbones.conv_stem import ConvStem
 from models.backbones.fire_module import FireModule
@@ -24,6 +24,8 @@ from models.spottune.routed_block import RoutedBlock
 from tests.fixtures import images, labels, perturb, tiny_backbone, tiny_classifier
 from tests.harness import run_layer_test, run_term_test
 from tests.rundir.test_layering import REPO
+
+registry.import_all_layers()  # registers every adaptune object
 
 RNG = np.random.default_rng(0)
 FEATURES = RNG.normal(size=(2, 8, 8, 4)).astype("float32")
@@ -124,14 +126,14 @@ def test_term_harness_on_a_spottune_network(tmp_path):
     run_term_test(sp_term("l2sp"), spottune_network(), images(4), labels(4), tmp_path)
 
 
-def test_a_saved_spottune_model_loads_in_a_fresh_python_after_import_models(tmp_path):
+def test_a_saved_spottune_model_loads_in_a_fresh_python_after_import_all_layers(tmp_path):
     path = tmp_path / "model.keras"
     network = spottune_network()
     network.save(path)
     expected = np.asarray(network(images(2), training=False))
     np.save(tmp_path / "images.npy", np.asarray(images(2)))
     code = (
-        "import sys, numpy as np, keras, models; "
+        "import sys, numpy as np, keras; from models import registry; registry.import_all_layers(); "
         f"m = keras.saving.load_model({str(path)!r}, safe_mode=True); "
         f"print(np.asarray(m(np.load({str(tmp_path / 'images.npy')!r}), training=False)).tolist())"
     )
