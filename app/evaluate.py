@@ -71,17 +71,14 @@ def classify_images(args):
 
 def evaluate_run(run_directory, split=None, batch_size=None):
     """Reload `<run>/model.keras` with safe_mode on and recompute accuracy per split."""
-    import keras
-
     from app.config import TrainConfig
     from app.training import evaluate_run_model, evaluation_splits, load_data
-    from models import registry
+    from rundir.run import load_keras_model
 
     rd.require_run(run_directory, rd.CONFIG_FILE, rd.MODEL_FILE, rd.DATASET_FILE)
-    registry.import_all_layers()
     config = TrainConfig.load(rd.path(run_directory, rd.CONFIG_FILE))
     dataset_info = rd.read_json(run_directory, rd.DATASET_FILE)
-    model = keras.saving.load_model(rd.path(run_directory, rd.MODEL_FILE), safe_mode=True)
+    model = load_keras_model(rd.path(run_directory, rd.MODEL_FILE))  # one line if truncated or foreign
     bundle = load_data(config)
     splits = evaluation_splits(bundle, [split] if split else config.extra.get("eval_splits"))
     if split and split not in splits:

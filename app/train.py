@@ -8,7 +8,6 @@ Examples:
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -19,7 +18,7 @@ from app.regularization import EXTRA_FLAGS as REGULARIZATION_EXTRA_FLAGS
 from app.regularization import add_regularization_flags, check_regularization
 from models.errors import ModelConfigError
 from rundir import layout as rd
-from rundir.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig
+from rundir.config import DISTRIBUTE, OPTIMIZERS, SCHEDULES, TrainConfig, json_type_name, read_settings
 
 PROGRAM = "python -m app.train"
 # `python -m app.train` with no data and no backbone named: the best of the backbones measured on the
@@ -100,9 +99,18 @@ def config_from_args(args):
     if args.config:
         if not os.path.isfile(args.config):
             raise ModelConfigError(f"--config {args.config} does not exist; pass a JSON file of settings")
-        with open(args.config) as f:
-            loaded = json.load(f)
-        values.update(loaded.get("config", loaded))
+        loaded = read_settings(args.config)
+        if isinstance(loaded, dict) and isinstance(loaded.get("config"), dict):
+            loaded = loaded["config"]  # a file written by python -m app.tune
+        if not isinstance(loaded, dict):
+            raise ModelConfigError(
+                f"--config {args.config} holds a {json_type_name(loaded)}, not a JSON object of settings; write e.g. {{\"epochs\": 10, \"lr\": 0.01}}"
+            )
+        try:
+            TrainConfig.from_dict(loaded)  # the file's own keys and types, named with the file
+        except ModelConfigError as error:
+            raise ModelConfigError(f"--config {args.config}: {error}") from None
+        values.update(loaded)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     extra = dict(values.pop("extra", {}) or {})
     for name, value in vars(args).items():
@@ -127,6 +135,8 @@ def explicit_flags(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with one_line_errors(PROGRAM):
+        # Everything that needs no data first: the settings, then the run directory, writable and
+        # locked for this process (a second process on it stops here with one line).
         if args.resume:
             rd.require_run(args.resume, rd.CONFIG_FILE)
             given = [f for f in explicit_flags(args) if f != "epochs"]
@@ -134,45 +144,62 @@ def main(argv=None):
                 raise ModelConfigError(
                     f"--resume takes the settings from {args.resume}/config.json; drop --{given[0].replace('_', '-')} (only --epochs may change)"
                 )
-            config = TrainConfig.load(rd.path(args.resume, rd.CONFIG_FILE))
-            if args.epochs is not None:
-                config.epochs = args.epochs
-                config.save(rd.path(args.resume, rd.CONFIG_FILE))
-            if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:
-                raise ModelConfigError(f"{args.resume} already finished; evaluate it with python -m app.evaluate --run {shlex.quote(args.resume)}")
             run_directory = args.resume
+            rd.check_writable(run_directory, "--resume")
         else:
             config = config_from_args(args)
+            config.validate()
+            check_regularization(config)
             run_directory = config.out or rd.new_run_dir(config)
+            rd.check_writable(run_directory, "--out", make_parents=not config.out)
             config.out = run_directory
-            if os.path.exists(rd.path(run_directory, rd.CONFIG_FILE)):
+        with rd.locked_run(run_directory, "--resume" if args.resume else "--out"):
+            if args.resume:
+                config = resumed_config(args)
+            elif os.path.exists(rd.path(run_directory, rd.CONFIG_FILE)):
                 raise ModelConfigError(
                     f"{run_directory} already holds a run; continue it with --resume {shlex.quote(run_directory)} or choose another --out"
                 )
-        config.validate()
-        check_regularization(config)
+            return run(args, config, run_directory)
 
-        from app.devices import split_cpu
 
-        split_cpu(config.virtual_cpus)
-        from app.training import print_summary, train
+def resumed_config(args):
+    """The config of the run `--resume` names (its --epochs changed when given); call it with the run locked."""
+    config = TrainConfig.load(rd.path(args.resume, rd.CONFIG_FILE))
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    config.validate()
+    check_regularization(config)
+    if args.epochs is not None:
+        config.save(rd.path(args.resume, rd.CONFIG_FILE))
+    if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:
+        raise ModelConfigError(f"{args.resume} already finished; evaluate it with python -m app.evaluate --run {shlex.quote(args.resume)}")
+    return config
 
-        try:
-            metrics = train(config, run_directory, resume=bool(args.resume), verbose=0 if args.quiet else 1)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        rate = metrics["train_images_per_second"]
-        print_summary(
-            f"{config.strategy} on {config.dataset or 'default'} with {config.backbone}",
-            metrics["accuracy"],
-            metrics["images"],
-            extra_lines=[
-                f"training images/s: {rate:.1f}" if rate else "training images/s: n/a",
-                f"trainable / total parameters: {metrics['trainable_parameters']:,} / {metrics['total_parameters']:,}",
-                f"run directory: {run_directory}",
-                f"TensorBoard: tensorboard --logdir {shlex.quote(rd.path(run_directory, rd.LOGS_DIR))}",
-            ],
-        )
+
+def run(args, config, run_directory):
+    """Train `config` into the locked `run_directory` and print the summary table."""
+    from app.devices import split_cpu
+
+    split_cpu(config.virtual_cpus)
+    from app.training import print_summary, train
+
+    try:
+        metrics = train(config, run_directory, resume=bool(args.resume), verbose=0 if args.quiet else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    rate = metrics["train_images_per_second"]
+    print_summary(
+        f"{config.strategy} on {config.dataset or 'default'} with {config.backbone}",
+        metrics["accuracy"],
+        metrics["images"],
+        extra_lines=[
+            f"training images/s: {rate:.1f}" if rate else "training images/s: n/a",
+            f"trainable / total parameters: {metrics['trainable_parameters']:,} / {metrics['total_parameters']:,}",
+            f"run directory: {run_directory}",
+            f"TensorBoard: tensorboard --logdir {shlex.quote(rd.path(run_directory, rd.LOGS_DIR))}",
+        ],
+    )
     return 0
 
 

@@ -30,9 +30,6 @@ from export import graph as export_graph
 from export import host as export_host
 from export import onnx_export, tflite
 from export import verify as export_verify
-from export.report import REPORT_FILE, write_report
-from models.errors import ModelConfigError
-
 from export.options import (  # noqa: F401  (the choices and defaults, declared without TensorFlow)
     DEFAULT_CALIBRATION_BATCHES,
     DEFAULT_MIN_AGREEMENT,
@@ -41,6 +38,10 @@ from export.options import (  # noqa: F401  (the choices and defaults, declared 
     FORMATS,
     QUANTIZATIONS,
 )
+from export.report import REPORT_FILE, write_report
+from models.errors import ModelConfigError
+from rundir import layout as rd
+
 SAVED_MODEL_DIR = "saved_model"
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 
@@ -236,6 +237,7 @@ def export_run(run_directory, options=None):
     if options.delta:
         check_delta_run(run)
     out = options.out or run.directory
+    rd.check_writable(out, "--out", make_parents=True)  # before any data is read
     os.makedirs(out, exist_ok=True)
 
     source = export_compact.choose_export_model(run, options.model)

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import os
+import types
 
 from models.errors import ModelConfigError
 
@@ -73,17 +75,58 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        """A TrainConfig from {field: value} (a JSON object); ModelConfigError (one line) on an unknown key or a value of the wrong type."""
+        if not isinstance(values, dict):
+            raise ModelConfigError(f"a configuration is a JSON object of settings such as {{\"epochs\": 20}}, got a {json_type_name(values)}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ModelConfigError(f"unknown configuration keys {unknown}; valid keys: {sorted(known)}")
+            raise ModelConfigError(f"unknown configuration keys {unknown}; valid keys: {sorted(fields)}")
+        for name, value in values.items():
+            allowed = _allowed_types(fields[name].type)
+            if not _has_type(value, allowed):
+                words = " or ".join(_TYPE_WORDS[t] for t in allowed)
+                example = json.dumps(getattr(cls(), name)) if name != "extra" else "{}"
+                raise ModelConfigError(f"configuration key {name!r} must be {words}, got {json.dumps(value)}; e.g. \"{name}\": {example}")
         return cls(**values)
 
     def save(self, path):
-        with open(path, "w") as f:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path):
+        """The TrainConfig saved at `path`; ModelConfigError (one line) when it is not valid JSON or not a configuration."""
+        return cls.from_dict(read_settings(path))
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", dict: "a JSON object", type(None): "null"}
+
+
+def _allowed_types(annotation):
+    return tuple(annotation.__args__) if isinstance(annotation, types.UnionType) else (annotation,)
+
+
+def _has_type(value, allowed):
+    if isinstance(value, bool):  # JSON true/false is no number
+        return False
+    return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+
+
+def json_type_name(value):
+    return {list: "JSON list", str: "JSON string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def read_settings(path):
+    """The JSON value in the file at `path`; ModelConfigError (one line) when the file is unreadable or not JSON."""
+    try:
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ModelConfigError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); fix the file") from None
+    except UnicodeDecodeError:
+        raise ModelConfigError(f"{path} is not a text file of JSON settings; pass a JSON file") from None
+    except OSError as error:
+        raise ModelConfigError(f"{path} cannot be read ({error.strerror}); pass a readable JSON file") from None

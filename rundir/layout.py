@@ -12,11 +12,15 @@ that is not on it, so nothing writes a file the contract does not name. The core
     <run>/backup/          resume state while training runs (removed when it finishes)
     <run>/dataset.json     class names and split sizes of the data the run saw
     <run>/w0.npz, regularization.json, distance_to_w0.png, fisher.npz(.json): the regularisation glue
+    <run>/run.lock         locked (fcntl.flock) by the one process writing the run; holds its pid
 """
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
+import tempfile
 import re
 import shlex
 
@@ -31,6 +35,7 @@ W0_FILE = "w0.npz"
 FISHER_FILE = "fisher.npz"
 REGULARIZATION_FILE = "regularization.json"
 DISTANCE_PLOT = "distance_to_w0.png"
+LOCK_FILE = "run.lock"
 
 FILES = {
     CONFIG_FILE: "everything needed to rebuild the run (TrainConfig)",
@@ -45,6 +50,7 @@ FILES = {
     FISHER_FILE + ".json": "how the Fisher was estimated",
     REGULARIZATION_FILE: "the regulariser's resolved settings and what its estimates cost",
     DISTANCE_PLOT: "||w - w0|| per block at the end of the run",
+    LOCK_FILE: "locked by the process writing the run (its pid inside); released when that process ends",
 }
 
 
@@ -93,12 +99,98 @@ def write_json(run_dir, name, values):
     os.replace(tmp, path(run_dir, name))
 
 
+def check_writable(run_dir, flag="--out", make_parents=False):
+    """Raise RunDirError (one line) unless files can be created in `run_dir`: call it before any data is read.
+
+    The parent folder must exist (with `make_parents`, it is created: the default runs/ folder); the
+    check creates and removes a small file, so a read-only or full file system is found here.
+    """
+    target = os.path.abspath(run_dir)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise RunDirError(f"{flag} {run_dir} is a file, not a directory; choose another {flag}")
+    folder = target if os.path.isdir(target) else os.path.dirname(target)
+    if make_parents:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise RunDirError(f"{flag} {run_dir}: cannot create {folder} ({error.strerror}); choose another {flag}") from None
+    if not os.path.isdir(folder):
+        hint = "it is a file" if os.path.exists(folder) else "it does not exist"
+        raise RunDirError(f"{flag} {run_dir}: its parent folder {folder} is missing ({hint}); create it with mkdir -p {shlex.quote(folder)} or choose another {flag}")
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".adaptune-write-check-")
+        try:
+            os.write(handle, b"x")
+        finally:
+            os.close(handle)
+            os.remove(probe)
+    except OSError as error:
+        raise RunDirError(f"{flag} {run_dir}: {folder} is not writable ({error.strerror}); choose another {flag} or fix its permissions") from None
+
+
+_HELD = {}  # run directory -> file descriptor of its lock, for the life of the process
+
+
+def lock_run(run_dir, flag="--out"):
+    """Lock `run_dir` for this process (creating it): fcntl.flock on <run>/run.lock, which then holds our pid.
+
+    The lock goes with the process: the kernel releases it when the process ends, killed or not.
+    A second process gets RunDirError (one line) naming the holder's pid. Call it before any data is read.
+    """
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        return _HELD[key]
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        fd = os.open(path(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunDirError(f"{flag} {run_dir}: cannot create its lock file ({error.strerror}); choose another {flag}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirError(
+            f"{run_dir} is in use by another adaptune process (pid {holder}); wait for it to finish, stop it (kill {holder}), or choose another {flag}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = fd
+    return fd
+
+
+def unlock_run(run_dir):
+    """Release the lock `lock_run` took (the process ending does it too)."""
+    fd = _HELD.pop(os.path.realpath(run_dir), None)
+    if fd is not None:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_run(run_dir, flag="--out"):
+    """`lock_run` for the body; a directory it created holding nothing but the lock file is removed on failure."""
+    created = not os.path.isdir(run_dir)
+    lock_run(run_dir, flag)
+    try:
+        yield run_dir
+    except BaseException:
+        if created and os.listdir(run_dir) == [LOCK_FILE]:
+            os.remove(path(run_dir, LOCK_FILE))
+            os.rmdir(run_dir)
+        raise
+    finally:
+        unlock_run(run_dir)
+
+
 def read_json(run_dir, name):
     file = path(run_dir, name)
     if not os.path.isfile(file):
         raise RunDirError(f"{file} is missing: {run_dir} is not a finished adaptune run; pass a directory written by python -m app.train")
-    with open(file) as f:
-        return json.load(f)
+    try:
+        with open(file) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{file} is truncated or corrupt ({getattr(error, 'msg', error)}); copy the run again, or train it again with python -m app.train") from None
 
 
 def require_run(run_dir, *names):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import zipfile
 
 from rundir import layout as rd
 from rundir.config import TrainConfig
@@ -63,10 +64,23 @@ def load_keras_model(path):
 
     if not os.path.isfile(path):
         raise rd.RunDirError(f"{path} is missing; pass a finished run written by python -m app.train")
+    if not _complete_archive(path):
+        raise rd.RunDirError(
+            f"{path} is truncated or corrupt (not a complete .keras archive); copy the run again, or train it again with python -m app.train"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # a truncated or foreign file: say which, in one line
         raise rd.RunDirError(f"{path} could not be loaded as an adaptune model ({_first_line(error)})") from None
+
+
+def _complete_archive(path):
+    """True when `path` is a whole zip archive (a .keras file is one) whose members all read back."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
 
 
 def _first_line(error):

@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,11 +51,153 @@ def test_train_help_still_lists_every_method_flag():
         assert flag in result.stdout, flag
 
 
-@pytest.mark.slow
-def test_printed_tensorboard_command_works_for_a_path_with_spaces(tmp_path):
-    run = tmp_path / "my runs" / "it's one"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished run (1 epoch, ResNet-20 at 16 px), in a folder whose path has spaces; and its stdout."""
+    run = tmp_path_factory.mktemp("runs") / "my runs" / "it's one"
     result = run_cli("app.train", "--epochs", "1", "--out", run, *FAST_TRAIN)
-    line = next(line for line in result.stdout.splitlines() if "TensorBoard:" in line)
+    return run, result.stdout
+
+
+@pytest.mark.slow
+def test_printed_tensorboard_command_works_for_a_path_with_spaces(finished_run):
+    run, stdout = finished_run
+    line = next(line for line in stdout.splitlines() if "TensorBoard:" in line)
     words = shlex.split(line.split("TensorBoard:", 1)[1])
     assert words[:2] == ["tensorboard", "--logdir"] and len(words) == 3, words
     assert os.path.samefile(os.path.join(REPO, words[2]), run / "logs")
+
+
+# --- item 5: one line for every bad input, before any data is read ------------------------------------
+
+
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in (root ignores permission bits: /sys refuses it too)."""
+    if os.geteuid() == 0:
+        return "/sys"
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return str(folder)
+
+
+def test_unwritable_out_is_one_line_before_any_data_is_read(tmp_path):
+    folder = unwritable_folder(tmp_path)
+    # A --data-dir that does not exist: had the data been read first, the error would name it.
+    result = run_cli("app.train", "--out", os.path.join(folder, "run"), "--dataset", "folder", "--data-dir", tmp_path / "no-such-data",
+                     *FAST_TRAIN, check=False)
+    line = one_line_error(result)
+    assert "not writable" in line and folder in line and "choose another --out" in line, line
+
+
+def test_out_whose_parent_is_missing_is_one_line_naming_the_fix(tmp_path):
+    out = tmp_path / "missing" / "deeper" / "run"
+    result = run_cli("app.train", "--out", out, "--dataset", "folder", "--data-dir", tmp_path / "no-such-data", *FAST_TRAIN, check=False)
+    line = one_line_error(result)
+    assert str(out.parent) in line and "mkdir -p" in line, line
+    assert not out.parent.exists()
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    line = one_line_error(run_cli("app.train", "--out", file, *FAST_TRAIN, check=False))
+    assert "is a file" in line, line
+    line = one_line_error(run_cli("app.train", "--out", file / "run", *FAST_TRAIN, check=False))
+    assert "is missing" in line and "it is a file" in line, line
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('{"epochs": 3,', ["is not valid JSON", "line 1"]),
+        ('[{"epochs": 3}]', ["holds a JSON list", "JSON object of settings"]),
+        ('{"epochs": "ten"}', ["'epochs' must be an integer", '"ten"', '"epochs": 20']),
+        ('{"lr": "fast"}', ["'lr' must be a number"]),
+        ('{"extra": {"tau": "hot"}}', ["--tau must be a number"]),
+        ('{"epochs": 3, "epoch": 4}', ["unknown configuration keys ['epoch']"]),
+        ("\x89PNG\x00\x00", ["is not valid JSON"]),
+    ],
+)
+def test_bad_config_file_is_one_line_naming_the_file(tmp_path, text, words):
+    config = tmp_path / "settings.json"
+    config.write_text(text)
+    out = tmp_path / "run"
+    line = one_line_error(run_cli("app.train", "--config", config, "--out", out, *FAST_TRAIN, check=False))
+    for word in words:
+        assert word in line, line
+    assert str(config) in line or "--tau" in line, line
+    assert not out.exists(), "nothing of a run is written for a bad config"
+
+
+def test_corrupt_config_json_of_a_run_is_one_line_on_resume(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"epochs": 2, "backbone": "resn')
+    line = one_line_error(run_cli("app.train", "--resume", run, check=False))
+    assert "config.json is not valid JSON" in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["app.evaluate", "app.export"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_damaged_model_file_is_one_line_not_file_not_found(finished_run, tmp_path, verb, damage):
+    import shutil
+
+    source, _ = finished_run
+    run = tmp_path / "copy"
+    shutil.copytree(source, run)
+    model = run / "model.keras"
+    data = model.read_bytes()
+    model.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(4096)}[damage])
+    line = one_line_error(run_cli(verb, "--run", run, check=False), program=f"python -m {verb}")
+    assert "model.keras is truncated or corrupt" in line and "File not found" not in line, line
+
+
+# --- item 2: one process per run directory -------------------------------------------------------------
+
+HOLD_LOCK = (
+    "import sys, time; from rundir import layout as rd\n"
+    "rd.lock_run(sys.argv[1]); print('locked', flush=True); time.sleep(600)"
+)
+
+
+def test_a_second_process_on_a_locked_run_directory_gets_one_line_naming_the_holder(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_line_error(run_cli("app.train", "--out", out, *FAST_TRAIN, check=False))
+        assert f"pid {holder.pid}" in line and "in use by another adaptune process" in line, line
+        assert os.listdir(out) == ["run.lock"], "the second process wrote nothing"
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs; the kernel drops the lock with the process
+        holder.wait()
+    # The lock went with the killed process: the next process takes it (it gets as far as the data).
+    result = run_cli("app.train", "--out", out, "--dataset", "folder", "--data-dir", tmp_path / "no-such-data", *FAST_TRAIN, check=False)
+    line = one_line_error(result)
+    assert "in use" not in line and "no-such-data" in line, line
+
+
+@pytest.mark.slow
+def test_two_trainings_on_the_same_out_one_runs_the_other_stops_at_once(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "app.train", "--epochs", "1", "--out", str(out), *FAST_TRAIN],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    lock = out / "run.lock"
+    while first.poll() is None and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        time.sleep(0.02)
+    second = run_cli("app.train", "--epochs", "2", "--out", out, *FAST_TRAIN, check=False)
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    line = one_line_error(second)
+    assert f"pid {first.pid}" in line, line
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert config["epochs"] == 1 and metrics["epochs"] == 1  # the first run's, whole
+    with open(out / "history.csv") as f:
+        assert sum(line.startswith("epoch") for line in f) == 1  # one header: one run wrote it
