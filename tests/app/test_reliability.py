@@ -57,6 +57,7 @@ def test_train_help_still_lists_every_method_flag():
 def finished_run(tmp_path_factory):
     """One finished run (1 epoch, ResNet-20 at 16 px), in a folder whose path has spaces; and its stdout."""
     run = tmp_path_factory.mktemp("runs") / "my runs" / "it's one"
+    run.parent.mkdir()
     result = run_cli("app.train", "--epochs", "1", "--out", run, *FAST_TRAIN)
     return run, result.stdout
 
