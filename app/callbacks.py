@@ -1,8 +1,13 @@
-"""Keras callbacks used by `app.train`: throughput measurement and learning-rate logging."""
+"""Keras callbacks used by `app.train`: throughput measurement, learning-rate logging, a resume
+checkpoint written whole."""
 
+import json
+import os
 import time
 
 import keras
+
+from rundir.layout import replacing
 
 
 class ThroughputMeter(keras.callbacks.Callback):
@@ -56,3 +61,22 @@ class LearningRateLogger(keras.callbacks.Callback):
         if callable(rate):
             rate = rate(optimizer.iterations)
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
+class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose checkpoint is written whole or not at all.
+
+    Keras writes backup/latest.weights.h5 in place, so a write that fails half-way (a full disk, a
+    kill) leaves a file no later `--resume` can read. Here the weights and the epoch go to temporary
+    files first and replace the last checkpoint only once both are complete (`rundir.layout.replacing`):
+    a failed write leaves the previous epoch's checkpoint as it was.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        # The weights replace theirs first: a stop between the two renames repeats an epoch, never skips one.
+        with replacing(self._training_metadata_path) as epoch, replacing(self._weights_path) as weights:
+            self.model.save_weights(filepath=weights, overwrite=True)
+            with open(epoch, "w") as f:
+                f.write(metadata)

@@ -18,7 +18,7 @@ import numpy as np
 
 from models.errors import ModelConfigError
 from models.regularizers import DEFAULTS, PENALIZE, REGULARIZERS, build_penalty_terms, check_regularizer, get_regularizer, regularizer_flags
-from rundir.layout import DISTANCE_PLOT, FISHER_FILE, REGULARIZATION_FILE, W0_FILE
+from rundir.layout import DISTANCE_PLOT, FISHER_FILE, REGULARIZATION_FILE, W0_FILE, replacing
 
 # Flags kept in TrainConfig.extra (app.train's EXTRA_FLAGS lists them): every regulariser's own, and the share of training images.
 EXTRA_FLAGS = tuple(flag.name for flag in regularizer_flags()) + ("train_fraction",)
@@ -138,10 +138,8 @@ def regularization_terms(config, network, backbone, bundle, run_directory, image
 
 
 def _write_json(file, values):
-    tmp = file + ".tmp"
-    with open(tmp, "w") as f:
+    with replacing(file) as tmp, open(tmp, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, file)
 
 
 def _load_npz(file):
@@ -152,9 +150,8 @@ def _load_npz(file):
 
 
 def _save_npz(file, arrays):
-    tmp = file + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, file)
+    with replacing(file) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _numpy(variable):
@@ -329,6 +326,7 @@ def _plot_distances(table, file):
     axes[1].tick_params(axis="x", rotation=60)
     axes[0].set_title("distance to the pretrained weights, per block")
     figure.tight_layout()
-    figure.savefig(file, dpi=100)
+    with replacing(file) as tmp:
+        figure.savefig(tmp, dpi=100)
     plt.close(figure)
     return file

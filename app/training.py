@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from app.callbacks import LearningRateLogger, ThroughputMeter
+from app.callbacks import LearningRateLogger, ThroughputMeter, WholeBackupAndRestore
 from app.devices import distribution_strategy
 from app.regularization import report_distances
 from app.subsets import apply_train_fraction
@@ -150,6 +150,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     image_size, normalization_source = training.image_size, training.normalization_source
 
     os.makedirs(run_directory, exist_ok=True)
+    rd.remove_leftovers(run_directory)  # of a write an earlier process did not finish
     if not resume:
         config.save(rd.path(run_directory, rd.CONFIG_FILE))
     rd.write_json(
@@ -173,7 +174,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     )
     throughput = ThroughputMeter(bundle.split_sizes["train"])
     callbacks = [
-        keras.callbacks.BackupAndRestore(rd.path(run_directory, rd.BACKUP_DIR), save_freq="epoch", delete_checkpoint=False),
+        WholeBackupAndRestore(rd.path(run_directory, rd.BACKUP_DIR), save_freq="epoch", delete_checkpoint=False),
         throughput,
         LearningRateLogger(),
         keras.callbacks.TerminateOnNaN(),
@@ -208,7 +209,8 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
 
     strategy.after_fit(context)
 
-    network.save(rd.path(run_directory, rd.MODEL_FILE))
+    with rd.replacing(rd.path(run_directory, rd.MODEL_FILE)) as tmp:
+        network.save(tmp)
     distances = report_distances(network, run_directory)
     accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
     context.accuracy = dict(accuracy)

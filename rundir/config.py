@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import math
-import os
 import types
 
 from models.errors import ModelConfigError
@@ -91,10 +90,11 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path):
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
+        """Write config.json whole or not at all (`rundir.layout.replacing`)."""
+        from rundir.layout import replacing
+
+        with replacing(path) as tmp, open(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path):

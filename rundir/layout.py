@@ -91,12 +91,48 @@ def declared_path(run_dir, name, files):
     return path(run_dir, name)
 
 
+# A temporary file of `replacing` (and of older versions: w0.npz.tmp.npz, config.json.tmp).
+_TEMPORARY = re.compile(r"\.tmp(-\d+)?(\.[A-Za-z0-9_.]+)?$")
+
+
+@contextlib.contextmanager
+def replacing(file):
+    """Write `file` whole or not at all.
+
+    The body writes the path it is given: a temporary file beside `file` with the same extension
+    (Keras and NumPy want theirs). When the body returns, that file replaces `file` in one step
+    (os.replace); when it fails, the temporary file is removed and `file` is as it was.
+    """
+    folder, name = os.path.split(file)
+    extension = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    tmp = os.path.join(folder, f"{name}.tmp-{os.getpid()}{extension}")
+    try:
+        yield tmp
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def remove_leftovers(run_dir):
+    """Remove the temporary files an interrupted write left in `run_dir` and its backup/ (call it holding the lock)."""
+    removed = []
+    for folder in (run_dir, path(run_dir, BACKUP_DIR)):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            if _TEMPORARY.search(name) and os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+    return removed
+
+
 def write_json(run_dir, name, values):
+    """Write <run>/<name> as JSON, whole or not at all (`replacing`)."""
     os.makedirs(run_dir, exist_ok=True)
-    tmp = path(run_dir, name + ".tmp")
-    with open(tmp, "w") as f:
+    with replacing(path(run_dir, name)) as tmp, open(tmp, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
-    os.replace(tmp, path(run_dir, name))
 
 
 def check_writable(run_dir, flag="--out", make_parents=False):

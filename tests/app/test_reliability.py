@@ -1,6 +1,7 @@
 """What happens when things go wrong (README): bad input is one line, a run directory has one writer,
 its files are written whole, and the commands a run prints can be pasted as they are."""
 
+import errno
 import json
 import os
 import shlex
@@ -57,9 +58,14 @@ def test_train_help_still_lists_every_method_flag():
 def finished_run(tmp_path_factory):
     """One finished run (1 epoch, ResNet-20 at 16 px), in a folder whose path has spaces; and its stdout."""
     run = tmp_path_factory.mktemp("runs") / "my runs" / "it's one"
-    run.parent.mkdir()
+    run.mkdir(parents=True)
+    for leftover in LEFTOVERS:  # of writes an earlier process did not finish
+        (run / leftover).write_bytes(b"half a file")
     result = run_cli("app.train", "--epochs", "1", "--out", run, *FAST_TRAIN)
     return run, result.stdout
+
+
+LEFTOVERS = ("w0.npz.tmp.npz", "metrics.json.tmp-4242.json", "model.keras.tmp-17.keras")
 
 
 @pytest.mark.slow
@@ -202,3 +208,120 @@ def test_two_trainings_on_the_same_out_one_runs_the_other_stops_at_once(tmp_path
     assert config["epochs"] == 1 and metrics["epochs"] == 1  # the first run's, whole
     with open(out / "history.csv") as f:
         assert sum(line.startswith("epoch") for line in f) == 1  # one header: one run wrote it
+
+
+# --- item 1: every file of the run directory written whole ------------------------------------------
+
+
+def disk_full():
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_finished_run_has_no_temporary_files_left(finished_run):
+    run, _ = finished_run
+    names = {p.name for p in run.iterdir()}
+    assert not names & set(LEFTOVERS), names
+    assert not [name for name in names if ".tmp" in name], names
+    assert {"config.json", "model.keras", "metrics.json", "w0.npz"} <= names
+
+
+@pytest.mark.parametrize("writer", ["write_json", "TrainConfig.save"])
+def test_a_json_write_that_fails_half_way_leaves_the_previous_file_intact(tmp_path, monkeypatch, writer):
+    from rundir import layout as rd
+    from rundir.config import TrainConfig
+
+    def write(epochs):
+        if writer == "write_json":
+            rd.write_json(tmp_path, "config.json", TrainConfig(epochs=epochs).to_dict())
+        else:
+            TrainConfig(epochs=epochs).save(str(tmp_path / "config.json"))
+
+    write(3)
+    before = (tmp_path / "config.json").read_bytes()
+
+    def half_then_full(values, f, **kwargs):
+        f.write(json.dumps(values)[:20])
+        raise disk_full()
+
+    monkeypatch.setattr(json, "dump", half_then_full)
+    with pytest.raises(OSError):
+        write(7)
+    monkeypatch.undo()
+    assert (tmp_path / "config.json").read_bytes() == before
+    assert TrainConfig.load(str(tmp_path / "config.json")).epochs == 3
+    assert os.listdir(tmp_path) == ["config.json"], "the temporary file is removed"
+
+
+def test_a_w0_write_that_fails_half_way_leaves_the_previous_w0_intact(tmp_path, monkeypatch):
+    import numpy as np
+
+    from app import regularization
+
+    file = str(tmp_path / "w0.npz")
+    regularization._save_npz(file, {"block_01/kernel": np.arange(6.0)})
+
+    def half_then_full(target, **arrays):
+        with open(target, "wb") as f:
+            f.write(b"PK\x03\x04 half an archive")
+        raise disk_full()
+
+    monkeypatch.setattr(np, "savez", half_then_full)
+    with pytest.raises(OSError):
+        regularization._save_npz(file, {"block_01/kernel": np.zeros(6)})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(regularization._load_npz(file)["block_01/kernel"], np.arange(6.0))
+    assert os.listdir(tmp_path) == ["w0.npz"]
+
+
+def test_a_resume_checkpoint_write_that_fails_leaves_the_last_epoch_resumable(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    from app.callbacks import WholeBackupAndRestore
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, 32)
+
+    def network():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    backup = tmp_path / "backup"
+    model = network()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[WholeBackupAndRestore(str(backup), delete_checkpoint=False)])
+    after_epoch_1 = [w.copy() for w in model.get_weights()]
+    before = (backup / "latest.weights.h5").read_bytes()
+
+    def half_then_full(self, filepath, overwrite=True, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(before[: len(before) // 3])
+        raise disk_full()
+
+    monkeypatch.setattr(keras.Model, "save_weights", half_then_full)
+    with pytest.raises(OSError):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[WholeBackupAndRestore(str(backup), delete_checkpoint=False)])
+    monkeypatch.undo()
+    assert (backup / "latest.weights.h5").read_bytes() == before
+    assert sorted(os.listdir(backup)) == ["latest.weights.h5", "training_metadata.json"], "no temporary file is left"
+
+    resumed = network()
+    history = resumed.fit(x, y, epochs=2, verbose=0, callbacks=[WholeBackupAndRestore(str(backup), delete_checkpoint=False)])
+    assert history.epoch == [1], "the resumed fit starts after the last complete epoch"
+    restored = network()
+    restored.load_weights(str(backup / "latest.weights.h5"))  # the checkpoint reads back (now epoch 2's)
+    assert not all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), after_epoch_1))
+
+
+def test_remove_leftovers_takes_only_temporary_files(tmp_path):
+    from rundir import layout as rd
+
+    keep = ["config.json", "model.keras", "w0.npz", "history.csv", "run.lock", "backup/latest.weights.h5", "backup/latest.weights.h5.bkp"]
+    drop = ["w0.npz.tmp.npz", "config.json.tmp", "metrics.json.tmp-12.json", "backup/latest.weights.h5.tmp-9.weights.h5"]
+    (tmp_path / "backup").mkdir()
+    for name in keep + drop:
+        (tmp_path / name).write_text("x")
+    removed = rd.remove_leftovers(str(tmp_path))
+    assert sorted(os.path.relpath(p, tmp_path) for p in removed) == sorted(drop)
+    assert all((tmp_path / name).exists() for name in keep)
