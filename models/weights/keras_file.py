@@ -76,8 +76,10 @@ def _load_weights_h5(backbone, path):
 
 
 def _load_keras_model(backbone, path):
+    from models import registry
     from models.classifier import split_classifier
 
+    registry.import_all_layers()  # a run's model.keras holds adaptune layers
     try:
         model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for unreadable or unsafe files
