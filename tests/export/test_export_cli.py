@@ -35,8 +35,8 @@ def test_errors_are_one_line(tmp_path, capsys):
     last_k = write_run(tmp_path / "last_k", None, "last_k", k=2)
     (tmp_path / "last_k" / "model.keras").write_bytes(b"")
     assert "--delta needs a run of global_k" in _error_line(capsys, ["--run", last_k, "--delta"])
-    # A model file that is not one.
-    assert "could not be loaded" in _error_line(capsys, ["--run", last_k])
+    # A model file that is not one (empty: a copy or a write that stopped), named as such.
+    assert "model.keras is truncated or corrupt" in _error_line(capsys, ["--run", last_k])
 
 
 def test_a_file_below_the_agreement_threshold_is_rejected(tmp_path, monkeypatch):
