@@ -24,12 +24,14 @@ fine-tune with the recipe below (README, "ImageNet backbones", has the measureme
 """
 
 import functools
+import os
 
 import keras
 
 from models.backbones.base import HEAD_NAME, STEM_NAME, Backbone, block_name
 from models.errors import ModelConfigError
-from models.weights import find_weights_file, resolve_weights, weights_format
+from models.weights import find_weights_file, resolve_weights, weights_format, weights_search_path
+from models.weights.search import WEIGHTS_DIR_ENV
 from models.weights.imagenet import imagenet_class_names, imagenet_download
 from models.weights.keras2_h5 import read_keras2_h5
 from models.weights.keras_file import load_keras_weights
@@ -254,9 +256,12 @@ def build_keras_application(name, weights="default"):
     spec = SPECS[name]
     files = default_files(name)
     if isinstance(weights, str) and weights.lower() in ("default", "imagenet"):
-        # A file with the classifier anywhere on the search path before a no-top file anywhere.
-        with_top = files[: len(files) // 2]
-        path = find_weights_file(with_top)
+        # $ADAPTUNE_WEIGHTS_DIR first (the user's choice), then a file with the classifier anywhere on
+        # the rest of the search path before a no-top one (the embedded main-job file has no top).
+        folders = weights_search_path()
+        chosen = folders[:1] if os.environ.get(WEIGHTS_DIR_ENV) else []
+        path = find_weights_file(files, chosen) if chosen else None
+        path = path or find_weights_file(files[: len(files) // 2], folders[len(chosen):])
         if path is None:
             download = functools.partial(imagenet_download, download_file(name), spec["application"], name)
             path = resolve_weights("default", name, files[len(files) // 2 :], fallback=download)

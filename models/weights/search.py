@@ -30,16 +30,17 @@ def weights_search_path():
     return dirs
 
 
-def find_weights_file(relative_paths):
+def find_weights_file(relative_paths, folders=None):
     """The first existing file among `dir / rel` and `dir / basename(rel)`, for each folder of the search path.
 
     Args:
         relative_paths: file names, optionally under a sub-folder ("resnet-cifar10/resnet20.npz").
+        folders: the folders to look in (default: the whole `weights_search_path()`).
 
     Returns:
         a `Path`, or None when no folder holds the file.
     """
-    for folder in weights_search_path():
+    for folder in weights_search_path() if folders is None else folders:
         for rel in relative_paths:
             for candidate in (folder / rel, folder / Path(rel).name):
                 if candidate.is_file():

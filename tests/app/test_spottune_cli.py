@@ -79,6 +79,6 @@ def test_spottune_run_logs_routing_to_tensorboard_and_metrics(tmp_path):
                                          (["--strategy", "global_k", "--k", "10"], "--k 10"),
                                          (["--strategy", "spottune", "--tau", "0"], "--tau")])
 def test_bad_spottune_settings_are_one_line_errors(args, words, tmp_path):
-    result = run_cli("app.train", *args, "--out", tmp_path / "run", *FAST_TRAIN, check=False)
+    result = run_cli("app.train", *FAST_TRAIN, *args, "--out", tmp_path / "run", check=False)  # the test's flags win
     assert result.returncode == 2, result.stderr[-1500:]
     assert words in result.stderr and "Traceback" not in result.stderr

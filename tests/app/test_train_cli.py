@@ -90,7 +90,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     ],
 )
 def test_bad_input_gives_one_line_error(args, words, tmp_path):
-    result = run_cli("app.train", *args, "--out", tmp_path / "run", *FAST_TRAIN, check=False)
+    result = run_cli("app.train", *FAST_TRAIN, *args, "--out", tmp_path / "run", check=False)  # the test's flags win
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("python -m app.train: error:")]
     assert len(lines) == 1, result.stderr[-2000:]
