@@ -3,8 +3,9 @@
 Every custom layer, model, loss term and optimizer is registered under the package name
 `models.serialization.PACKAGE` when its module is imported; `import_all_layers()` imports all of
 them, so after it `keras.saving.load_model("RUN/model.keras", safe_mode=True)` works in a fresh
-Python with the repository on the path. (`import models` alone no longer does it: it stays free of
-TensorFlow so that the command line answers `--help` at once.)
+Python with the repository on the path. `import models` calls it, except under the command-line
+verbs (`app/` imported first), which call it when they load or build a model, so that `--help`
+answers without TensorFlow.
 """
 
 import importlib

@@ -1,5 +1,5 @@
 """Every registered adaptune layer and loss term through the shared harness (tests/harness.py),
-and a saved model loading in a fresh Python after `models.registry.import_all_layers()` alone."""
+and a saved model loading in a fresh Python after `import models` alone."""
 
 import subprocess
 import sys
@@ -126,14 +126,14 @@ def test_term_harness_on_a_spottune_network(tmp_path):
     run_term_test(sp_term("l2sp"), spottune_network(), images(4), labels(4), tmp_path)
 
 
-def test_a_saved_spottune_model_loads_in_a_fresh_python_after_import_all_layers(tmp_path):
+def test_a_saved_spottune_model_loads_in_a_fresh_python_after_import_models(tmp_path):
     path = tmp_path / "model.keras"
     network = spottune_network()
     network.save(path)
     expected = np.asarray(network(images(2), training=False))
     np.save(tmp_path / "images.npy", np.asarray(images(2)))
     code = (
-        "import sys, numpy as np, keras; from models import registry; registry.import_all_layers(); "
+        "import sys, numpy as np, keras, models; "
         f"m = keras.saving.load_model({str(path)!r}, safe_mode=True); "
         f"print(np.asarray(m(np.load({str(tmp_path / 'images.npy')!r}), training=False)).tolist())"
     )
