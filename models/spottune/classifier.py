@@ -37,7 +37,7 @@ from models.spottune.global_k_penalty import GlobalKPenalty
 from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
 from models.spottune.policy_network import PolicyNetwork
-from models.spottune.routed_block import FROZEN_BN_MODES, RoutedBlock, set_trainable
+from models.spottune.routed_block import FINETUNED_BN_MODES, FROZEN_BN_MODES, RoutedBlock, freeze_batchnorm, set_trainable
 from models.spottune.names import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME  # noqa: F401  (defined without Keras there)
 from models.spottune.temperature_schedule import gumbel_gates
 
@@ -53,6 +53,7 @@ def build_spottune_classifier(
     hard=True,
     inference="deterministic",
     frozen_bn="frozen",
+    bn="train",
     decisions=None,
     policy_widths=(32, 64, 128, 256),
     policy_image_size=None,
@@ -79,6 +80,9 @@ def build_spottune_classifier(
             "sample" (draw the path as in training, as the authors' code does at test time).
         frozen_bn: how the frozen copies are frozen: "frozen" (default), "train" (authors'
             quirk: BatchNorm statistics update), "train_affine"; see `RoutedBlock`.
+        bn: BatchNorm of the parts that train (stem, fine-tuned copies, head), the run's `--bn`:
+            "train" or "frozen" (inference mode, pretrained statistics and affine parameters kept,
+            as `finetune` does with the same flag); the policy network's own BatchNorm always trains.
         decisions: with policy="fixed", one 0/1 per block (1 = fine-tuned copy).
         policy_widths: stem and stage widths of the per-image policy network.
         policy_image_size: side the per-image policy resizes its input to; None = no resize.
@@ -139,13 +143,19 @@ def build_spottune_classifier(
         policy_layer = FixedPolicy(decisions, name=POLICY_NAME)
     penalty = GlobalKPenalty(**global_k, name=GLOBAL_K_NAME) if global_k is not None else None
     gate = GumbelSoftmax(temperature=temperature, hard=hard, inference=inference, seed=seed, name=GATE_NAME)
+    if bn not in FINETUNED_BN_MODES:
+        raise ModelConfigError(f"bn must be one of {', '.join(FINETUNED_BN_MODES)}, got {bn!r}")
     set_trainable(backbone.stem, bool(train_stem))
+    if bn == "frozen":
+        freeze_batchnorm(backbone.stem)
+        freeze_batchnorm(backbone.head)
     routed = [
         RoutedBlock(
             clone_layer(block, name=f"{block_name(index)}_pretrained"),
             clone_layer(block, name=f"{block_name(index)}_finetuned"),
             index=index,
             frozen_bn=frozen_bn,
+            finetuned_bn=bn,
             name=block_name(index),
         )
         for index, block in enumerate(backbone.blocks)

@@ -10,6 +10,7 @@ from models.serialization import PACKAGE
 from models.spottune.names import FROZEN_BN_MODES  # noqa: F401  (defined without Keras there)
 
 AFFINE_NAMES = ("gamma", "beta")
+FINETUNED_BN_MODES = ("train", "frozen")  # the run's --bn (models.strategies.base.BN_MODES)
 
 
 def set_trainable(layer, value):
@@ -20,6 +21,17 @@ def set_trainable(layer, value):
     identical values), so a layer deserialized with `trainable=False` keeps trainable sublayers.
     """
     keras.layers.Layer.trainable.fset(layer, value)
+
+
+def freeze_batchnorm(layer):
+    """Sets every BatchNormalization inside `layer` (itself included) `trainable = False`.
+
+    Keras 3 runs such a layer in inference mode even under `fit`, with gamma / beta fixed; the
+    other sublayers keep their flags.
+    """
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(sub, keras.layers.BatchNormalization):
+            set_trainable(sub, False)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -47,12 +59,21 @@ class RoutedBlock(keras.layers.Layer):
     The per-variable flags are re-applied after building (so they survive a `.keras` round trip)
     and whenever this layer's `trainable` is set to True (e.g. by `model.trainable = True`).
 
+    How the fine-tuned copy's BatchNorm trains (`finetuned_bn`, the run's `--bn`):
+    - "train" (default): batch statistics in training, moving statistics updated, gamma / beta learned.
+    - "frozen": every BatchNorm layer of G_l is set `trainable = False` (Keras 3: inference mode with
+      the pretrained statistics, gamma / beta fixed) while its convolutions train. The ImageNet
+      MobileNets need this (README, "ImageNet backbones"): in training mode their BatchNorm diverges
+      from the statistics the folded weights were made with, and G_l(x) and F_l(x) would differ by
+      BatchNorm mode alone, which the policy would learn from instead of from the fine-tuning.
+
     Args:
         pretrained: the frozen copy F_l, a built layer (custom registered layer or functional
             sub-model), e.g. `clone_layer(backbone.blocks[l])`.
         finetuned: the trainable copy G_l, same architecture, initialised with the same weights.
         index: l, the block's position (0-based) in the routing tensor.
         frozen_bn: "frozen", "train" or "train_affine", see above.
+        finetuned_bn: "train" or "frozen", see above.
         **kwargs: passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -69,16 +90,19 @@ class RoutedBlock(keras.layers.Layer):
     - [Guo et al., SpotTune: Transfer Learning through Adaptive Fine-tuning](https://arxiv.org/abs/1811.08737)
     """
 
-    def __init__(self, pretrained, finetuned, index, frozen_bn="frozen", **kwargs):
+    def __init__(self, pretrained, finetuned, index, frozen_bn="frozen", finetuned_bn="train", **kwargs):
         super().__init__(**kwargs)
         if frozen_bn not in FROZEN_BN_MODES:
             raise ValueError(f"frozen_bn must be one of {FROZEN_BN_MODES}, got {frozen_bn!r}")
+        if finetuned_bn not in FINETUNED_BN_MODES:
+            raise ValueError(f"finetuned_bn must be one of {FINETUNED_BN_MODES}, got {finetuned_bn!r}")
         if int(index) < 0:
             raise ValueError(f"index must be >= 0, got {index!r}")
         self.pretrained = pretrained
         self.finetuned = finetuned
         self.index = int(index)
         self.frozen_bn = frozen_bn
+        self.finetuned_bn = finetuned_bn
         self.apply_freezing()
 
     @property
@@ -96,6 +120,8 @@ class RoutedBlock(keras.layers.Layer):
         if not self.trainable:
             return
         set_trainable(self.finetuned, True)
+        if self.finetuned_bn == "frozen":
+            freeze_batchnorm(self.finetuned)
         if self.frozen_bn == "frozen":
             set_trainable(self.pretrained, False)
             return
@@ -131,6 +157,7 @@ class RoutedBlock(keras.layers.Layer):
                 "finetuned": keras.saving.serialize_keras_object(self.finetuned),
                 "index": self.index,
                 "frozen_bn": self.frozen_bn,
+                "finetuned_bn": self.finetuned_bn,
             }
         )
         return config

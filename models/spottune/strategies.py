@@ -96,6 +96,7 @@ class SpotTune(Strategy):
             temperature=float(extra.get("tau", DEFAULT_TAU)),
             inference=extra.get("inference", "deterministic"),
             frozen_bn=extra.get("frozen_bn", "frozen"),
+            bn=options.bn,
             policy_image_size=extra.get("policy_image_size"),
             global_k=self.global_k_settings(options),
             dropout=options.dropout,

@@ -198,6 +198,54 @@ def test_frozen_copies_stay_frozen(frozen_bn, tmp_path):
     assert loaded.get_layer("block_01").frozen_bn == frozen_bn
 
 
+@pytest.mark.parametrize("policy", ["per_image", "global"])
+def test_bn_frozen_keeps_every_backbone_batchnorm_in_inference_mode(policy, tmp_path):
+    """`--bn frozen` (the ImageNet recipe) reaches SpotTune: stem, fine-tuned copies and head.
+
+    At initialisation the two copies hold the same weights; with every backbone BatchNorm in
+    inference mode, training-mode outputs then equal inference outputs whatever the routing, and
+    a training step moves no BatchNorm statistic or affine parameter of the backbone, while the
+    convolutions of the fine-tuned copies and the policy's own BatchNorm still train.
+    """
+    backbone = tiny_backbone()
+    model = tiny_spottune(policy, backbone=backbone, bn="frozen")
+    x = images()
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x, training=True)), keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-5
+    )
+    backbone_layers = [model.get_layer("stem"), model.get_layer("head")] + [b.finetuned for b in routed_blocks(model)]
+    statistics = {}
+    for layer in backbone_layers:
+        statistics.update(_values(layer, ("moving_mean", "moving_variance", "gamma", "beta")))
+    assert statistics, "the tiny backbone has BatchNorm layers to check"
+    tuned = _values(model.get_layer("block_01").finetuned, ("kernel",))
+    _fit_one_step(model)
+    after = {}
+    for layer in backbone_layers:
+        after.update(_values(layer, ("moving_mean", "moving_variance", "gamma", "beta")))
+    assert all(np.array_equal(after[k], v) for k, v in statistics.items())
+    moved = _values(model.get_layer("block_01").finetuned, ("kernel",))
+    assert any(not np.array_equal(moved[k], v) for k, v in tuned.items())
+    # The flag survives a save / load round trip, and model.trainable = True does not undo it.
+    model.save(tmp_path / "bn_frozen.keras")
+    loaded = keras.saving.load_model(tmp_path / "bn_frozen.keras", safe_mode=True)
+    loaded.trainable = True
+    assert loaded.get_layer("block_01").finetuned_bn == "frozen"
+    finetuned_bns = [
+        sub
+        for sub in loaded.get_layer("block_01").finetuned._flatten_layers(include_self=True, recursive=True)
+        if isinstance(sub, keras.layers.BatchNormalization)
+    ]
+    assert finetuned_bns and not any(bn.trainable for bn in finetuned_bns)
+
+
+def test_bn_train_default_lets_the_finetuned_batchnorm_use_batch_statistics():
+    model = tiny_spottune("global")
+    x = images()
+    training = keras.ops.convert_to_numpy(model(x, training=True))
+    assert not np.allclose(training, keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-5)
+
+
 # --- Global-k terms ----------------------------------------------------------------------------
 
 
