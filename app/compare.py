@@ -207,8 +207,14 @@ def score_split(metrics):
     raise ModelConfigError("a cell's metrics.json holds no accuracy")
 
 
+def validation_beside(metrics, split):
+    """The validation accuracy of a cell scored on another split (test), else None: a second opinion in the table."""
+    value = metrics["accuracy"].get("validation")
+    return float(value) if value is not None and split != "validation" else None
+
+
 def summarise(rows):
-    """Cells -> one line per (task, method, fraction): mean and std over seeds."""
+    """Cells -> one line per (task, method, fraction): mean and std over seeds (validation too, where every cell has it)."""
     import numpy as np
 
     groups = {}
@@ -217,6 +223,8 @@ def summarise(rows):
     lines = []
     for (task, method, fraction), cells in groups.items():
         accuracy = np.array([c["accuracy"] for c in cells])
+        validation = [c.get("validation") for c in cells]
+        validation = np.array(validation) if all(v is not None for v in validation) else None
         lines.append({
             "task": task,
             "method": method,
@@ -225,6 +233,8 @@ def summarise(rows):
             "split": cells[0]["split"],
             "accuracy_mean": float(accuracy.mean()),
             "accuracy_std": float(accuracy.std(ddof=1)) if len(cells) > 1 else 0.0,
+            "validation_mean": float(validation.mean()) if validation is not None else None,
+            "validation_std": (float(validation.std(ddof=1)) if len(cells) > 1 else 0.0) if validation is not None else None,
             "trainable_parameters": cells[0]["trainable_parameters"],
             "images_per_second": float(np.mean([c["images_per_second"] or 0.0 for c in cells])),
             "exported_bytes": cells[0]["exported_bytes"],
@@ -233,13 +243,21 @@ def summarise(rows):
 
 
 def markdown(lines):
-    header = "| task | method | train fraction | seeds | accuracy (mean ± std) | split | trainable params | train images/s | exported .keras |"
-    out = [header, "|" + "---|" * 9]
+    header = (
+        "| task | method | train fraction | seeds | accuracy (mean ± std) | split | validation (mean ± std) "
+        "| trainable params | train images/s | exported .keras |"
+    )
+    out = [header, "|" + "---|" * 10]
     for line in lines:
         size = f"{line['exported_bytes'] / 2**20:.1f} MB" if line["exported_bytes"] else "-"
+        validation = (
+            f"{100 * line['validation_mean']:.2f} ± {100 * line['validation_std']:.2f}"
+            if line.get("validation_mean") is not None
+            else "-"
+        )
         out.append(
             f"| {line['task'] or '-'} | {line['method']} | {line['fraction']:g} | {line['seeds']} | "
-            f"{100 * line['accuracy_mean']:.2f} ± {100 * line['accuracy_std']:.2f} | {line['split']} | "
+            f"{100 * line['accuracy_mean']:.2f} ± {100 * line['accuracy_std']:.2f} | {line['split']} | {validation} | "
             f"{line['trainable_parameters']:,} | {line['images_per_second']:.1f} | {size} |"
         )
     return "\n".join(out)
@@ -331,7 +349,8 @@ def main(argv=None):
             split, accuracy = score_split(metrics)
             rows.append({
                 "task": task, "method": method.label, "fraction": fraction, "seed": seed, "split": split,
-                "accuracy": accuracy, "trainable_parameters": metrics["trainable_parameters"],
+                "accuracy": accuracy, "validation": validation_beside(metrics, split),
+                "trainable_parameters": metrics["trainable_parameters"],
                 "images_per_second": metrics.get("train_images_per_second"), "exported_bytes": exported_size(directory),
             })
             print(f"[{number}/{len(configs)}] {directory}: {split} accuracy {accuracy:.4f} ({how})", flush=True)

@@ -37,7 +37,20 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
     (line,) = compare.summarise(rows)
     assert line["seeds"] == 3 and line["accuracy_mean"] == pytest.approx(0.8)
     assert line["accuracy_std"] == pytest.approx(np.std([0.8, 0.9, 0.7], ddof=1))
-    assert "| finetune | 1 | 3 | 80.00 ± 10.00 | test |" in compare.markdown([line])
+    assert "| finetune | 1 | 3 | 80.00 ± 10.00 | test | - |" in compare.markdown([line])
+    for row, validation in zip(rows, [0.7, 0.75, 0.8]):
+        row["validation"] = validation
+    (line,) = compare.summarise(rows)
+    assert line["validation_mean"] == pytest.approx(0.75) and line["validation_std"] == pytest.approx(0.05)
+    assert "| test | 75.00 ± 5.00 |" in compare.markdown([line])
+    rows[0]["validation"] = None  # one cell without validation: no column value rather than a mean of fewer seeds
+    assert compare.summarise(rows)[0]["validation_mean"] is None
+
+
+def test_validation_sits_beside_the_test_accuracy_only_when_test_is_the_score():
+    assert compare.validation_beside({"accuracy": {"test": 0.8, "validation": 0.7}}, "test") == 0.7
+    assert compare.validation_beside({"accuracy": {"validation": 0.7}}, "validation") is None
+    assert compare.validation_beside({"accuracy": {"test": 0.8}}, "test") is None
 
 
 def test_decathlon_scores_are_computed_per_method_from_mean_accuracies():
