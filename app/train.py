@@ -62,6 +62,9 @@ def build_parser():
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch (takes its config.json)")
     run.add_argument("--config", metavar="FILE", help="JSON file of settings (keys as the flags, e.g. from python -m app.tune); flags given here win")
     run.add_argument("--distribute", choices=DISTRIBUTE, help="tf.distribute strategy: none (default), mirrored, multiworker (reads TF_CONFIG)")
+    run.add_argument("--workers", metavar="HOST:PORT,...", help="with --distribute multiworker: every worker's address, the same list on each (writes TF_CONFIG)")
+    run.add_argument("--worker-index", type=int, metavar="I", help="this worker's place in --workers (0: the chief, which writes the run directory)")
+    run.add_argument("--worker-dir", metavar="DIR", help="where a non-chief worker writes its own copy of the run (default: a fixed folder under the temp dir, removed at the end; DIR is kept)")
     run.add_argument("--virtual-cpus", type=int, help="split the CPU into N logical devices (to try --distribute mirrored without GPUs)")
     run.add_argument("--eval-splits", help="comma-separated splits to evaluate at the end (default: every labelled split)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -129,15 +132,19 @@ def config_from_args(args):
 
 
 def explicit_flags(args):
-    return sorted(name for name, value in vars(args).items() if value not in (None, False) and name not in ("resume", "quiet"))
+    return sorted(name for name, value in vars(args).items() if value not in (None, False) and name not in ("resume", "quiet", "workers", "worker_index", "worker_dir"))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with one_line_errors(PROGRAM):
+        from app import cluster
+
+        cluster.apply_worker_flags(args.workers, args.worker_index)  # TF_CONFIG, before TensorFlow reads it
         # Everything that needs no data first: the settings, then the run directory, writable and
         # locked for this process (a second process on it stops here with one line).
         if args.resume:
+            args.resume = own_directory(args.resume, "multiworker" if os.environ.get("TF_CONFIG") else "none", given=args.worker_dir)
             rd.require_run(args.resume, rd.CONFIG_FILE)
             given = [f for f in explicit_flags(args) if f != "epochs"]
             if given:
@@ -150,7 +157,8 @@ def main(argv=None):
             config = config_from_args(args)
             config.validate()
             check_regularization(config)
-            run_directory = config.out or rd.new_run_dir(config)
+            check_distribute(config)
+            run_directory = own_directory(config.out or rd.new_run_dir(config), config.distribute, fresh=True, given=args.worker_dir)
             rd.check_writable(run_directory, "--out", make_parents=not config.out)
             config.out = run_directory
         with rd.locked_run(run_directory, "--resume" if args.resume else "--out"):
@@ -163,6 +171,20 @@ def main(argv=None):
             return run(args, config, run_directory)
 
 
+def check_distribute(config, environ=os.environ):
+    """--distribute multiworker needs the cluster (TF_CONFIG or --workers): one line naming the fix when it is missing or not JSON."""
+    from app.cluster import check_multiworker
+
+    check_multiworker(config.distribute, environ)
+
+
+def own_directory(run_directory, distribute, fresh=False, given=None):
+    """Where this process writes: `run_directory`, or under multiworker on a non-chief worker its own directory."""
+    from app.cluster import directory_of_this_process
+
+    return directory_of_this_process(run_directory, distribute, fresh, given)
+
+
 def resumed_config(args):
     """The config of the run `--resume` names (its --epochs changed when given); call it with the run locked."""
     config = TrainConfig.load(rd.path(args.resume, rd.CONFIG_FILE))
@@ -170,6 +192,7 @@ def resumed_config(args):
         config.epochs = args.epochs
     config.validate()
     check_regularization(config)
+    check_distribute(config)
     if args.epochs is not None:
         config.save(rd.path(args.resume, rd.CONFIG_FILE))
     if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:

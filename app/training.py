@@ -16,6 +16,7 @@ import numpy as np
 
 from app.callbacks import LearningRateLogger, ThroughputMeter, WholeBackupAndRestore
 from app.devices import distribution_strategy
+from app import distributed
 from app.regularization import report_distances
 from app.subsets import apply_train_fraction
 from models.backbones import build_backbone
@@ -179,6 +180,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         LearningRateLogger(),
         keras.callbacks.TerminateOnNaN(),
     ]
+    callbacks += distributed.callbacks(network, distribution)  # BatchNorm over the global batch
     splits = evaluation_splits(bundle, config.extra.get("eval_splits"))
     context = training.context(config, bundle, run_directory, validation_data, splits)
     callbacks += strategy.callbacks(context)
@@ -238,6 +240,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     rd.write_json(run_directory, rd.METRICS_FILE, metrics)
     if os.path.isdir(rd.path(run_directory, rd.BACKUP_DIR)):
         shutil.rmtree(rd.path(run_directory, rd.BACKUP_DIR), ignore_errors=True)
+    distributed.finish_worker(run_directory, config.distribute)  # a non-chief worker's own directory
     return metrics
 
 

@@ -68,11 +68,34 @@ class TransferTrainer(keras.Model):
                 value = term(y_pred, training=training)
             value = keras.ops.cast(value, loss.dtype)
             tracker.update_state(value)
-            loss = loss + value
+            loss = loss + share_of_replica(value)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, logits_of(y_pred), sample_weight)
+
+    def train_step(self, data):
+        return _reducible_across_workers(super().train_step(data))
+
+    def test_step(self, data):
+        return _reducible_across_workers(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build the optimizer, loss and metrics from the dataset's element spec, not from a batch.
+
+        Under a `tf.distribute` strategy Keras (3.x, TensorFlow backend) builds by pulling one
+        distributed batch and averaging it across replicas with `strategy.reduce`, which
+        `MultiWorkerMirroredStrategy` cannot do on a `PerReplica` batch ("Attempt to convert a value
+        (PerReplica:{...}) to a Tensor"), and which costs a batch read on every other strategy. The
+        symbolic build needs only shapes and dtypes, so they are taken from the undistributed
+        dataset's `element_spec`.
+        """
+        if iterator is not None and data_batch is None and self._distribute_strategy is not None:
+            spec = _element_spec(iterator)
+            if spec is not None:
+                data_batch = keras.tree.map_structure(lambda s: keras.KerasTensor(s.shape, s.dtype.name), spec)
+                iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def get_config(self):
         config = super().get_config()
@@ -92,6 +115,52 @@ class TransferTrainer(keras.Model):
         for term in config["terms"]:
             term.bind(config["network"])  # a term's references to the network, by the names in its config
         return cls(**config)
+
+
+def share_of_replica(value):
+    """`value / R` inside a replica of a tf.distribute strategy with R replicas in sync, else `value`.
+
+    The gradients of the R replicas are summed, and Keras divides the compiled loss by R for that
+    (`scale_loss_for_distribution`); a term added to it must be divided too, or a penalty such as
+    L2-SP would weigh R times its alpha under `--distribute mirrored` or `multiworker`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return value
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
+
+def _reducible_across_workers(logs):
+    """The step's logs, each scalar as a one-element vector under a multi-worker strategy.
+
+    Keras (3.x, TensorFlow backend) averages a step's logs over the workers with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar ("Invalid reduction dimension 0
+    for input with 0 dimensions"); over a one-element vector it is the mean over replicas, a scalar
+    again. The values are the same on every replica (the metrics are aggregated across replicas).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return logs
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and in_multi_worker_mode()):
+        return logs
+    return {name: keras.ops.reshape(value, (1,)) if len(value.shape) == 0 else value for name, value in logs.items()}
+
+
+def _element_spec(iterator):
+    """The (x, y[, sample_weight]) element spec of a Keras TensorFlow epoch iterator's dataset, or None."""
+    adapter = getattr(iterator, "data_adapter", None)
+    try:
+        spec = adapter.get_tf_dataset().element_spec
+    except Exception:  # not a tf.data-backed adapter: let Keras build its own way
+        return None
+    return spec if isinstance(spec, tuple) else (spec,)
 
 
 class _FeatureView:

@@ -28,6 +28,18 @@ def hard_one_hot(x, axis=-1):
     return is_max * first
 
 
+def replica_in_sync():
+    """(index of this replica, replicas in sync) inside a tf.distribute replica, else (0, 1)."""
+    if keras.backend.backend() != "tensorflow":
+        return 0, 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0, 1
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GumbelSoftmax(keras.layers.Layer):
     """Samples a (straight-through) one-hot choice from logits with the Gumbel-softmax trick.
@@ -92,9 +104,13 @@ class GumbelSoftmax(keras.layers.Layer):
         logits = ops.cast(inputs, self.compute_dtype)
         tau = ops.cast(self.temperature, logits.dtype)
         if training or self.inference == "sample":
-            u = keras.random.uniform(
-                ops.shape(logits), minval=_MIN_UNIFORM, maxval=1.0, dtype=logits.dtype, seed=self.seed_generator
-            )
+            replica, replicas = replica_in_sync()
+            # Under tf.distribute every replica holds the same seed state: each draws the noise of all
+            # replicas and keeps its own slice, so replicas differ and a seed still fixes the whole run.
+            shape = ops.shape(logits) if replicas == 1 else (replicas,) + tuple(ops.shape(logits))
+            u = keras.random.uniform(shape, minval=_MIN_UNIFORM, maxval=1.0, dtype=logits.dtype, seed=self.seed_generator)
+            if replicas > 1:
+                u = ops.take(u, replica, axis=0)
             logits = logits - ops.log(-ops.log(u))  # + Gumbel(0, 1) noise
         soft = ops.softmax(logits / tau, axis=-1)
         if not self.hard:
