@@ -15,6 +15,12 @@ Examples:
     python -m app.tune --regularizer l2sp --trials 10 --epochs 5 --out runs/tune-l2sp
     python -m app.tune --regularizer delta --tuner bayesian --trials 20 --search alpha,lr
     python -m app.train --config runs/tune-l2sp/best_config.json --out runs/l2sp-best
+
+Distributed search (KerasTuner's chief/worker mode: the oracle runs on the chief, each worker asks
+it for a trial, trains it and reports the score; `app.tune_cluster`):
+    python -m app.tune --distributed --local-workers 2 --trials 8 --out runs/tune   # a chief and 2 workers here
+    KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 python -m app.tune --distributed ...
+    KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 python -m app.tune --distributed ...
 """
 
 import argparse
@@ -54,6 +60,8 @@ def build_parser():
     search.add_argument("--search", help=f"comma-separated hyper-parameters to search among {', '.join(SEARCHABLE)} (default: all that apply)")
     for name in ("alpha", "beta", "lr"):
         search.add_argument(f"--{name}-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help=f"log-scale range of {name}")
+    search.add_argument("--distributed", action="store_true", help="KerasTuner's chief/worker mode: KERASTUNER_TUNER_ID (chief, tuner0, ...), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT name this process and the chief")
+    search.add_argument("--local-workers", type=int, metavar="N", help="with --distributed: start a chief and N workers on this machine (loopback) and wait for them")
     search.add_argument("--overwrite", action="store_true", help="start afresh when --out already holds a search (default: continue it)")
     return parser
 
@@ -264,8 +272,14 @@ def write_results(out, rows):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     with one_line_errors(PROGRAM):
+        from app import tune_cluster
+
+        if args.local_workers is not None:
+            return tune_cluster.run_local(argv, args.local_workers, args.distributed)
+        role = tune_cluster.role(args.distributed)  # "serial", "chief" or "worker"
         if args.resume:
             raise ModelConfigError("--resume belongs to python -m app.train; to continue a search, rerun app.tune with the same --out")
         if args.trials < 1:
@@ -299,9 +313,13 @@ def main(argv=None):
             f"{bundle.split_sizes['train']} training / {bundle.split_sizes['validation']} held-out images",
             flush=True,
         )
-        hypermodel = _hypermodel_class()(base, bundle, searched, ranges, num_blocks, os.path.join(out, WORK_DIR), verbose=0 if args.quiet else 1)
-        tuner = make_tuner(args.tuner, hypermodel, args.trials, base.epochs, out, base.seed, args.overwrite)
+        work = tune_cluster.work_directory(os.path.join(out, WORK_DIR))  # each tuner its own (w0.npz, caches)
+        hypermodel = _hypermodel_class()(base, bundle, searched, ranges, num_blocks, work, verbose=0 if args.quiet else 1)
+        tuner = make_tuner(args.tuner, hypermodel, args.trials, base.epochs, out, base.seed, args.overwrite and role != "worker")
         tuner.search(callbacks=[keras.callbacks.TensorBoard(os.path.join(out, LOGS_DIR), update_freq="epoch", write_graph=False)], verbose=0 if args.quiet else 1)
+        if role == "worker":  # the chief holds the oracle, and writes the results
+            print(f"{tune_cluster.tuner_id()}: no trial left; the chief writes the results to {out}")
+            return 0
 
         write_hparams_config(os.path.join(out, LOGS_DIR), ranges, searched, num_blocks)
         rows = trial_rows(tuner, searched)
