@@ -151,3 +151,35 @@ def test_workers_flag_writes_tf_config():
     assert is_chief({"TF_CONFIG": tf_config_for("10.0.0.1:2222,10.0.0.2:2222", 0)})
     assert worker_directory({"TF_CONFIG": text}) == worker_directory({"TF_CONFIG": text})  # a restart finds it
     assert worker_directory({"TF_CONFIG": text}) != worker_directory({"TF_CONFIG": tf_config_for("10.0.0.1:2222,10.0.0.3:2222", 1)})
+
+
+GUMBEL_PER_REPLICA = """
+import json, sys
+from app.devices import split_cpu
+split_cpu(2)
+import keras, numpy as np, tensorflow as tf
+from models.spottune.gumbel_softmax import GumbelSoftmax
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def draws(seed):
+    with strategy.scope():
+        gate = GumbelSoftmax(temperature=5.0, hard=False, seed=seed)
+    step = tf.function(lambda: gate(tf.zeros((6, 9, 2)), training=True))
+    return [np.asarray(v).tolist() for v in strategy.experimental_local_results(strategy.run(step))]
+print(json.dumps({"a": draws(3), "b": draws(3), "c": draws(4)}))
+"""
+
+
+@pytest.mark.slow
+def test_gumbel_noise_differs_per_replica_and_follows_the_seed():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", GUMBEL_PER_REPLICA], cwd=REPO, capture_output=True, text=True, timeout=180,
+                            env=dict(os.environ, **ENV))
+    assert result.returncode == 0, result.stderr[-3000:]
+    draws = json.loads(result.stdout.strip().splitlines()[-1])
+    first, second = (np.asarray(r) for r in draws["a"])
+    assert not np.allclose(first, second)  # the two replicas draw different noise for the same images
+    np.testing.assert_array_equal(np.asarray(draws["a"]), np.asarray(draws["b"]))  # the same seed, the same draws
+    assert not np.allclose(np.asarray(draws["a"]), np.asarray(draws["c"]))
