@@ -47,6 +47,15 @@ def apply_worker_flags(workers, index, environ=os.environ):
     environ["TF_CONFIG"] = tf_config_for(workers, index)
 
 
+def distribute_with_workers(distribute, workers):
+    """The --distribute a run with `--workers` takes: multiworker (implied when not given); one line for another."""
+    if workers is None:
+        return distribute
+    if distribute not in (None, "multiworker"):
+        raise ModelConfigError(f"--workers sets up a cluster for --distribute multiworker, not --distribute {distribute}; drop one of them")
+    return "multiworker"
+
+
 def check_multiworker(distribute, environ=os.environ):
     """`--distribute multiworker` needs a cluster: TF_CONFIG or --workers; one line naming the fix otherwise."""
     if distribute != "multiworker":

@@ -141,6 +141,8 @@ def main(argv=None):
         from app import cluster
 
         cluster.apply_worker_flags(args.workers, args.worker_index)  # TF_CONFIG, before TensorFlow reads it
+        if not args.resume:
+            args.distribute = cluster.distribute_with_workers(args.distribute, args.workers)
         # Everything that needs no data first: the settings, then the run directory, writable and
         # locked for this process (a second process on it stops here with one line).
         if args.resume:

@@ -143,7 +143,14 @@ def test_multiworker_without_a_cluster_is_one_line(tmp_path):
 
 
 def test_workers_flag_writes_tf_config():
-    from app.cluster import is_chief, tf_config_for, worker_directory
+    from app.cluster import distribute_with_workers, is_chief, tf_config_for, worker_directory
+    from models.errors import ModelConfigError
+
+    assert distribute_with_workers(None, "a:1,b:2") == "multiworker"
+    with pytest.raises(ModelConfigError, match="not --distribute mirrored"):
+        distribute_with_workers("mirrored", "a:1,b:2")
+    with pytest.raises(ModelConfigError, match="--worker-index"):
+        tf_config_for("a:1,b:2", None)
 
     text = tf_config_for("10.0.0.1:2222,10.0.0.2:2222", 1)
     assert json.loads(text) == {"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 1}}
