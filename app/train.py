@@ -180,13 +180,6 @@ def check_distribute(config, environ=os.environ):
     check_multiworker(config.distribute, environ)
 
 
-def own_directory(run_directory, distribute, fresh=False, given=None):
-    """Where this process writes: `run_directory`, or under multiworker on a non-chief worker its own directory."""
-    from app.cluster import directory_of_this_process
-
-    return directory_of_this_process(run_directory, distribute, fresh, given)
-
-
 def resumed_config(args):
     """The config of the run `--resume` names (its --epochs changed when given); call it with the run locked."""
     config = TrainConfig.load(rd.path(args.resume, rd.CONFIG_FILE))
@@ -200,6 +193,13 @@ def resumed_config(args):
     if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:
         raise ModelConfigError(f"{args.resume} already finished; evaluate it with python -m app.evaluate --run {shlex.quote(args.resume)}")
     return config
+
+
+def own_directory(run_directory, distribute, fresh=False, given=None):
+    """Where this process writes: `run_directory`, or under multiworker on a non-chief worker its own directory."""
+    from app.cluster import directory_of_this_process
+
+    return directory_of_this_process(run_directory, distribute, fresh, given)
 
 
 def run(args, config, run_directory):
