@@ -16,6 +16,7 @@ that is not on it, so nothing writes a file the contract does not name. The core
 """
 
 import contextlib
+import csv
 import datetime
 import fcntl
 import json
@@ -133,6 +134,39 @@ def write_json(run_dir, name, values):
     os.makedirs(run_dir, exist_ok=True)
     with replacing(path(run_dir, name)) as tmp, open(tmp, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
+
+
+def read_history(file):
+    """The rows of a history.csv ([{"epoch": int, key: float or None}, ...]); [] when there is none."""
+    if not os.path.isfile(file):
+        return []
+    rows = []
+    with open(file, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch", "").strip().isdigit():
+                continue  # a second header or a torn line of an older writer
+            rows.append({key: _number(value) for key, value in row.items() if key})
+    return rows
+
+
+def write_history(file, rows):
+    """Write history.csv whole (`replacing`): a header "epoch,<keys sorted>", one row per epoch."""
+    keys = sorted({key for row in rows for key in row} - {"epoch"})
+    with replacing(file) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *keys])
+        for row in rows:
+            writer.writerow([row["epoch"], *("" if row.get(key) is None else row[key] for key in keys)])
+
+
+def _number(text):
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        return None
 
 
 def check_writable(run_dir, flag="--out", make_parents=False):
