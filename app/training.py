@@ -25,6 +25,7 @@ from models.transfer_trainer import logits_of
 from rundir import layout as rd
 from rundir.config import TrainConfig
 from rundir.data import load_data  # noqa: F401  (app.training.load_data: the dataset of a run)
+from rundir.sample import write_sample
 
 DECATHLON_IMAGE_SIZE = 72
 
@@ -227,6 +228,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
 
     with rd.replacing(rd.path(run_directory, rd.MODEL_FILE)) as tmp:
         network.save(tmp)
+    write_sample(run_directory, bundle, image_size, seed=config.seed)  # evaluate and export without the data
     distances = report_distances(network, run_directory)
     accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
     context.accuracy = dict(accuracy)

@@ -13,6 +13,7 @@ that is not on it, so nothing writes a file the contract does not name. The core
     <run>/dataset.json     class names and split sizes of the data the run saw
     <run>/w0.npz, regularization.json, distance_to_w0.png, fisher.npz(.json): the regularisation glue
     <run>/run.lock         locked (fcntl.flock) by the one process writing the run; holds its pid
+    <run>/sample.npz       verification and calibration images, for evaluate and export without the data
 """
 
 import contextlib
@@ -37,6 +38,7 @@ FISHER_FILE = "fisher.npz"
 REGULARIZATION_FILE = "regularization.json"
 DISTANCE_PLOT = "distance_to_w0.png"
 LOCK_FILE = "run.lock"
+SAMPLE_FILE = "sample.npz"
 
 FILES = {
     CONFIG_FILE: "everything needed to rebuild the run (TrainConfig)",
@@ -52,6 +54,7 @@ FILES = {
     REGULARIZATION_FILE: "the regulariser's resolved settings and what its estimates cost",
     DISTANCE_PLOT: "||w - w0|| per block at the end of the run",
     LOCK_FILE: "locked by the process writing the run (its pid inside); released when that process ends",
+    SAMPLE_FILE: "verification and calibration images (uint8) for evaluate and export when the data has moved",
 }
 
 
