@@ -419,3 +419,127 @@ def test_a_killed_and_resumed_run_ends_with_the_uninterrupted_runs_weights_and_a
     wb = load_keras_model(str(broken / "model.keras")).get_weights()
     scale = max(float(np.max(np.abs(w))) for w in wa)
     assert max(float(np.max(np.abs(x - y))) for x, y in zip(wa, wb)) <= 1e-5 * scale
+
+
+# --- items 4 and 7: a run directory is self-sufficient; export verifies on enough images -----------------
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def tiny_folder(root, per_split=(("train", 12), ("validation", 5), ("test", 5)), colours=COLOURS):
+    """A tiny folder dataset: train/validation/test class folders of 24 px PNGs, one colour per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in per_split:
+        for name, colour in colours.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 40, (24, 24, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+TINY_TRAIN = ["--dataset", "folder", "--backbone", "resnet20", "--image-size", "16", "--batch-size", "8", "--epochs", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def moved_data_run(tmp_path_factory):
+    """A finished run on a tiny folder dataset whose folder was then moved: (run, new place of the data)."""
+    root = tmp_path_factory.mktemp("moved")
+    data, run = tiny_folder(root / "photos"), root / "run"
+    run_cli("app.train", "--data-dir", data, "--out", run, *TINY_TRAIN)
+    moved = root / "photos moved"
+    data.rename(moved)
+    return run, moved
+
+
+def printed_accuracy(stdout):
+    """{split: (images, accuracy)} from a printed summary table."""
+    rows = {}
+    for line in stdout.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] in ("train", "validation", "test"):
+            rows[words[0]] = (int(words[1]), float(words[2]))
+    return rows
+
+
+@pytest.mark.slow
+def test_evaluate_of_a_run_whose_data_is_gone_uses_its_sample_and_data_dir_the_moved_data(moved_data_run):
+    run, moved = moved_data_run
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    from_sample = run_cli("app.evaluate", "--run", run)
+    assert "sample.npz" in from_sample.stderr and "--data-dir" in from_sample.stderr, from_sample.stderr[-2000:]
+    rows = printed_accuracy(from_sample.stdout)
+    assert set(rows) == {"validation", "test"}, from_sample.stdout  # the sample holds the whole (small) splits
+    for split, (images, accuracy) in rows.items():
+        assert images == metrics["images"][split] and accuracy == pytest.approx(metrics["accuracy"][split], abs=6e-5)
+
+    from_moved = run_cli("app.evaluate", "--run", run, "--data-dir", moved)
+    assert "sample.npz" not in from_moved.stderr
+    rows = printed_accuracy(from_moved.stdout)
+    assert set(rows) == {"train", "validation", "test"}, from_moved.stdout
+    for split, (images, accuracy) in rows.items():
+        assert images == metrics["images"][split] and accuracy == pytest.approx(metrics["accuracy"][split], abs=6e-5)
+
+
+@pytest.mark.slow
+def test_export_of_a_run_whose_data_is_gone_verifies_and_calibrates_on_its_sample(moved_data_run, tmp_path):
+    run, moved = moved_data_run
+    out = tmp_path / "from sample"
+    result = run_cli("app.export", "--run", run, "--quantize", "none,int8", "--out", out, "--latency-runs", "2", "--quiet")
+    assert "sample.npz" in result.stderr, result.stderr[-2000:]
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["verification"]["data"] == str(run / "sample.npz")
+    assert report["verification"]["images"] == 30 and report["verification"]["split"] == "validation+test"
+    assert report["calibration_images"] == 36  # the training images the sample keeps
+    assert [row["status"] for row in report["files"]] == ["ok", "ok"]
+    assert (out / "model_int8.tflite").is_file() and not [p for p in out.iterdir() if ".tmp" in p.name]
+
+    out = tmp_path / "from moved data"
+    run_cli("app.export", "--run", run, "--out", out, "--latency-runs", "2", "--data-dir", moved, "--quiet")
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["verification"]["data"] == f"folder:{moved}", report["verification"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["app.evaluate", "app.export"])
+def test_a_run_without_its_data_or_a_sample_is_one_line_naming_data_dir(moved_data_run, tmp_path, verb):
+    import shutil
+
+    run, _ = moved_data_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "sample.npz").unlink()  # a run written before runs kept a sample
+    line = one_line_error(run_cli(verb, "--run", copy, check=False), program=f"python -m {verb}")
+    assert "does not exist" in line and "sample.npz" in line and "--data-dir" in line, line
+
+
+def test_verification_takes_the_whole_validation_split_topped_up_from_test_to_500():
+    import numpy as np
+
+    from export.verify import verification_images
+    from pipelines import load_dataset
+
+    bundle = load_dataset(None, seed=0)  # 282 validation and 293 test images
+    images, labels, split = verification_images(bundle, 16)
+    assert split == "validation+test" and len(images) == len(labels) == 500
+    validation = np.concatenate([y for _, y in bundle.batches("validation", 64, training=False, image_size=16)])
+    np.testing.assert_array_equal(labels[:282], validation)  # every validation image, in order
+    images, labels, split = verification_images(bundle, 16, max_images=100)
+    assert split == "validation" and len(images) == 100
+
+
+def test_agreement_interval_is_the_wilson_score_interval():
+    from export.verify import compare, wilson_interval
+    import numpy as np
+
+    assert wilson_interval(95, 100) == pytest.approx((0.8882, 0.9785), abs=2e-4)
+    assert wilson_interval(100, 100)[1] == 1.0 and wilson_interval(100, 100)[0] == pytest.approx(0.9630, abs=2e-4)
+    reference = np.eye(4)[np.arange(200) % 4]
+    exported = reference.copy()
+    exported[:10] = np.roll(exported[:10], 1, axis=1)  # 10 of 200 disagree
+    result = compare(exported, reference, np.arange(200) % 4)
+    assert result["agreement"] == 0.95 and result["agreement_interval"] == pytest.approx(list(wilson_interval(190, 200)))
