@@ -18,10 +18,11 @@ The DTD archive (`dtd-r1.0.1.tar.gz`, unpacked): `<root>/dtd/images/<class>/*.jp
 
 import dataclasses
 import pathlib
+import warnings
 
 import numpy as np
 
-from pipelines.errors import DataError
+from pipelines.errors import DataError, DataWarning
 from pipelines.scan import is_hidden, list_images
 
 SPLITS = ("train", "validation", "test")
@@ -120,12 +121,33 @@ def index_folder(root, seed=0, val_fraction=0.1, test_fraction=0.1):
             f"no images in class sub-folders of {root}: expected <data-dir>/<class>/*.jpg or "
             "<data-dir>/{train,validation,test}/<class>/*.jpg"
         )
+    empty = sorted({name for classes in per_split.values() for name in classes} - set(class_names))
+    check_classes(root, class_names, empty)
     label_of = {name: i for i, name in enumerate(class_names)}
     splits = {}
     for split, classes in per_split.items():
         splits[split] = sorted((rel, label_of[name]) for name, files in classes.items() for rel in files)
     return FolderIndex(root, class_names, {split: _unzip(pairs) for split, pairs in splits.items()}, layout,
                        _missing_fractions(splits, val_fraction, test_fraction), int(seed))
+
+
+def check_classes(root, class_names, empty=()):
+    """DataError (one line) for fewer than two classes; a DataWarning (one line) naming class folders without images."""
+    shown = ", ".join(repr(name) for name in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    if len(class_names) < 2:
+        also = f" (class folder{'s' if len(empty) > 1 else ''} {shown} {'hold' if len(empty) > 1 else 'holds'} no images)" if empty else ""
+        raise DataError(
+            f"{root} has one class, {class_names[0]!r}{also}: a classifier needs at least two; "
+            "put each class's images in its own sub-folder (<data-dir>/<class>/*.jpg)"
+        )
+    if empty:
+        warnings.warn(
+            f"class folder{'s' if len(empty) > 1 else ''} {shown} in {root} {'hold' if len(empty) > 1 else 'holds'} no images "
+            f"and {'are' if len(empty) > 1 else 'is'} left out ({len(class_names)} classes remain); put images in "
+            f"{'them' if len(empty) > 1 else 'it'} or remove {'them' if len(empty) > 1 else 'it'}",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def draw_splits(index, readable):

@@ -543,3 +543,56 @@ def test_agreement_interval_is_the_wilson_score_interval():
     exported[:10] = np.roll(exported[:10], 1, axis=1)  # 10 of 200 disagree
     result = compare(exported, reference, np.arange(200) % 4)
     assert result["agreement"] == 0.95 and result["agreement_interval"] == pytest.approx(list(wilson_interval(190, 200)))
+
+
+# --- item 6: data that cannot train a classifier, a cluster that is not there ---------------------------
+
+
+def test_a_dataset_with_one_class_is_one_line_naming_the_fix(tmp_path):
+    data = tiny_folder(tmp_path / "photos", colours={"red": COLOURS["red"]})
+    out = tmp_path / "run"
+    line = one_line_error(run_cli("app.train", "--data-dir", data, "--out", out, *TINY_TRAIN, check=False))
+    assert "has one class, 'red'" in line and "at least two" in line and "<data-dir>/<class>/" in line, line
+    assert not out.exists()
+
+
+def test_an_empty_class_folder_that_leaves_one_class_is_one_line_naming_it(tmp_path):
+    data = tiny_folder(tmp_path / "photos", colours={"red": COLOURS["red"]})
+    for split in ("train", "validation", "test"):
+        (data / split / "green").mkdir()
+    line = one_line_error(run_cli("app.train", "--data-dir", data, "--out", tmp_path / "run", *TINY_TRAIN, check=False))
+    assert "has one class, 'red'" in line and "'green' holds no images" in line, line
+
+
+def test_an_empty_class_folder_is_one_warning_naming_it(tmp_path):
+    from pipelines import DataWarning, load_dataset
+
+    data = tiny_folder(tmp_path / "photos")
+    (data / "train" / "purple").mkdir()
+    with pytest.warns(DataWarning) as caught:
+        bundle = load_dataset("folder", data_dir=str(data))
+    assert bundle.class_names == ["blue", "green", "red"]
+    messages = [str(w.message) for w in caught if "purple" in str(w.message)]
+    assert len(messages) == 1 and "holds no images" in messages[0] and "3 classes remain" in messages[0], messages
+
+
+@pytest.mark.slow
+def test_the_empty_class_warning_is_one_line_on_the_command_line(tmp_path):
+    data = tiny_folder(tmp_path / "photos")
+    (data / "train" / "purple").mkdir()
+    result = run_cli("app.evaluate", "--backbone", "resnet20", "--dataset", "folder", "--data-dir", data, check=False)
+    lines = [line for line in result.stderr.splitlines() if "purple" in line]
+    assert lines and lines[0].startswith("python -m app.evaluate: warning: class folder 'purple'"), result.stderr[-2000:]
+    assert len(lines) == 1 and "warnings.warn" not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("tf_config, words", [(None, "TF_CONFIG environment variable, which is not set"), ('{"cluster": ', "TF_CONFIG is not valid JSON")])
+def test_multiworker_without_tf_config_is_one_line_saying_to_set_it(tmp_path, tf_config, words):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
+    command = [sys.executable, "-m", "app.train", "--distribute", "multiworker", "--out", str(tmp_path / "run"), *FAST_TRAIN]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    line = one_line_error(result)
+    assert words in line and "set it" in line and "TF_CONFIG='{" in line, line
+    assert not (tmp_path / "run").exists()
