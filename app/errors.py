@@ -6,7 +6,7 @@ import warnings
 
 from models.errors import ModelConfigError
 from pipelines.errors import DataError, DataWarning
-from rundir.layout import RunDirError
+from rundir.layout import RunDirError, disk_full
 
 USER_ERRORS = (ModelConfigError, DataError, RunDirError)
 
@@ -31,6 +31,13 @@ def one_line_errors(program):
     except USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"{program}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        if not disk_full(error):
+            raise
+        where = f" (writing {error.filename})" if getattr(error, "filename", None) else ""
+        print(f"{program}: error: no space left on the device{where}; files written whole are kept as they were: "
+              "free some space and run the command again", file=sys.stderr)
         sys.exit(2)
     finally:
         warnings.showwarning = shown

@@ -4,6 +4,7 @@ The way of the data: config -> `pipelines.load_dataset` gives (image, label) bat
 `models.strategies` builds the network -> `model.fit` with callbacks -> the run directory.
 """
 
+import dataclasses
 import math
 import os
 import shlex
@@ -232,7 +233,9 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     distances = report_distances(network, run_directory)
     accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
     context.accuracy = dict(accuracy)
-    extra_metrics = strategy.finish(context)
+    with rd.staging(run_directory) as staged:  # the strategy's files (compact.keras, heatmap) land whole or not at all
+        files = rd.run_files(strategy)
+        extra_metrics = strategy.finish(dataclasses.replace(context, path=lambda name: rd.declared_path(staged, name, files)))
     metrics = {
         "accuracy": accuracy,
         "images": images,

@@ -25,6 +25,7 @@ import os
 import tempfile
 import re
 import shlex
+import shutil
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -119,17 +120,66 @@ def replacing(file):
         raise
 
 
+@contextlib.contextmanager
+def staging(run_dir):
+    """A temporary folder in `run_dir` for the files of one step (a strategy's `finish`): when the body
+    returns, each file it holds replaces its namesake in `run_dir` in one rename; when it fails, the
+    folder is removed and `run_dir` is as it was. Yields the folder."""
+    folder = path(run_dir, f".staging.tmp-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    try:
+        yield folder
+        _move_into(folder, run_dir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _move_into(source, target):
+    """Every file under `source` renamed to the same place under `target` (folders merged, not replaced)."""
+    for name in sorted(os.listdir(source)):
+        entry, destination = os.path.join(source, name), os.path.join(target, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            os.makedirs(destination, exist_ok=True)
+            _move_into(entry, destination)
+        else:
+            os.replace(entry, destination)
+
+
 def remove_leftovers(run_dir):
-    """Remove the temporary files an interrupted write left in `run_dir` and its backup/ (call it holding the lock)."""
+    """Remove the temporary files (and staging folders) an interrupted write left in `run_dir` and its backup/
+    (call it holding the lock)."""
     removed = []
     for folder in (run_dir, path(run_dir, BACKUP_DIR)):
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):
-            if _TEMPORARY.search(name) and os.path.isfile(os.path.join(folder, name)):
-                os.remove(os.path.join(folder, name))
-                removed.append(os.path.join(folder, name))
+            entry = os.path.join(folder, name)
+            if not _TEMPORARY.search(name):
+                continue
+            if os.path.isfile(entry):
+                os.remove(entry)
+            elif os.path.isdir(entry) and name.startswith(".staging."):
+                shutil.rmtree(entry)
+            else:
+                continue
+            removed.append(entry)
     return removed
+
+
+def disk_full(error):
+    """True when `error` (or what caused it) is a full disk or an exhausted quota (ENOSPC, EDQUOT)."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_json(run_dir, name, values):

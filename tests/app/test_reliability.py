@@ -596,3 +596,112 @@ def test_multiworker_without_tf_config_is_one_line_saying_to_set_it(tmp_path, tf
     line = one_line_error(result)
     assert words in line and "set it" in line and "TF_CONFIG='{" in line, line
     assert not (tmp_path / "run").exists()
+
+
+# --- items 1 and 5: a full disk is one line, and the run goes on once there is space ---------------------
+
+# Runs a verb with the file system full for the `nth` file opened for writing whose name holds `pattern`:
+# open() fails there with ENOSPC, as it does on a full disk.
+FULL_DISK = (
+    "import builtins, errno, runpy, sys\n"
+    "pattern, nth, verb = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+    "real_open, seen = builtins.open, [0]\n"
+    "def full_disk_open(file, mode='r', *args, **kwargs):\n"
+    "    if pattern in str(file) and any(m in mode for m in 'wax'):\n"
+    "        seen[0] += 1\n"
+    "        if seen[0] >= nth:\n"
+    "            raise OSError(errno.ENOSPC, 'No space left on device', str(file))\n"
+    "    return real_open(file, mode, *args, **kwargs)\n"
+    "builtins.open = full_disk_open\n"
+    "sys.argv = [verb, *sys.argv[4:]]\n"
+    "runpy.run_module(verb, run_name='__main__')\n"
+)
+
+
+def run_on_a_full_disk(pattern, nth, verb, *args):
+    command = [sys.executable, "-c", FULL_DISK, pattern, str(nth), verb, *map(str, args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_training_is_one_line_and_the_run_resumes_once_there_is_space(tmp_path):
+    from rundir import layout as rd
+
+    run = tmp_path / "run"
+    # The disk fills when the second epoch's history.csv is written (before that epoch's checkpoint).
+    result = run_on_a_full_disk("history.csv", 2, "app.train", "--epochs", "3", "--out", run, *FAST_TRAIN)
+    line = one_line_error(result)
+    assert "no space left on the device" in line and "--resume" in line and str(run) in line, line
+    assert [row["epoch"] for row in rd.read_history(str(run / "history.csv"))] == [0], "the last whole history.csv"
+    assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert not [p.name for p in run.rglob("*") if ".tmp" in p.name], "no half-written file is left"
+    assert not (run / "metrics.json").exists()
+
+    run_cli("app.train", "--resume", run)  # space is free again
+    assert [row["epoch"] for row in rd.read_history(str(run / "history.csv"))] == [0, 1, 2]
+    assert len(json.loads((run / "metrics.json").read_text())["history"]["loss"]) == 3
+
+
+@pytest.mark.slow
+def test_an_export_on_a_full_disk_leaves_no_half_file_and_says_so_in_one_line(moved_data_run, tmp_path):
+    run, _ = moved_data_run
+    out = tmp_path / "out"
+    result = run_on_a_full_disk(".tflite", 1, "app.export", "--run", run, "--out", out, "--latency-runs", "2", "--quiet")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("python -m app.export: error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["export_report.json"], "no model file, whole or half"
+
+
+def test_a_strategy_file_whose_write_fails_leaves_the_previous_one_and_no_staging_folder(tmp_path):
+    from rundir import layout as rd
+
+    (tmp_path / "compact.keras").write_bytes(b"the last complete model")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "events").write_text("kept")
+    with pytest.raises(OSError):
+        with rd.staging(str(tmp_path)) as staged:
+            with open(os.path.join(staged, "compact.keras"), "wb") as f:
+                f.write(b"half a mo")
+            raise disk_full()
+    assert (tmp_path / "compact.keras").read_bytes() == b"the last complete model"
+    assert sorted(os.listdir(tmp_path)) == ["compact.keras", "logs"]
+
+    with rd.staging(str(tmp_path)) as staged:  # a finish that completes: its files replace the old ones
+        with open(os.path.join(staged, "compact.keras"), "wb") as f:
+            f.write(b"the new model")
+        os.makedirs(os.path.join(staged, "logs", "routing"))
+        with open(os.path.join(staged, "logs", "routing", "heatmap"), "w") as f:
+            f.write("new")
+    assert (tmp_path / "compact.keras").read_bytes() == b"the new model"
+    assert (tmp_path / "logs" / "events").read_text() == "kept" and (tmp_path / "logs" / "routing" / "heatmap").exists()
+    assert sorted(os.listdir(tmp_path)) == ["compact.keras", "logs"]
+
+    (tmp_path / f".staging.tmp-{os.getpid() + 1}").mkdir()  # a killed process's
+    assert [os.path.basename(p) for p in rd.remove_leftovers(str(tmp_path))] == [f".staging.tmp-{os.getpid() + 1}"]
+
+
+def test_history_csv_write_that_fails_leaves_the_previous_file(tmp_path, monkeypatch):
+    from app.callbacks import HistoryFile
+
+    file = tmp_path / "history.csv"
+    history = HistoryFile(str(file))
+    history.on_epoch_end(0, {"loss": 2.0})
+    before = file.read_bytes()
+
+    import csv
+
+    class FullDiskWriter:
+        def __init__(self, f):
+            self.f = f
+
+        def writerow(self, row):
+            self.f.write("epoch,lo")
+            raise disk_full()
+
+    monkeypatch.setattr(csv, "writer", FullDiskWriter)
+    with pytest.raises(OSError):
+        history.on_epoch_end(1, {"loss": 1.0})
+    monkeypatch.undo()
+    assert file.read_bytes() == before and os.listdir(tmp_path) == ["history.csv"]
