@@ -705,3 +705,47 @@ def test_history_csv_write_that_fails_leaves_the_previous_file(tmp_path, monkeyp
         history.on_epoch_end(1, {"loss": 1.0})
     monkeypatch.undo()
     assert file.read_bytes() == before and os.listdir(tmp_path) == ["history.csv"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 12 MB tmpfs (needs root and a kernel that lets this process mount; skipped elsewhere)."""
+    folder = tmp_path / "small disk"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_the_run_resumes_once_space_is_freed(small_tmpfs):
+    from rundir import layout as rd
+
+    run, filler = small_tmpfs / "run", small_tmpfs / "filler"
+    command = [sys.executable, "-m", "app.train", "--epochs", "4", "--out", str(run), *FAST_TRAIN]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    while not (run / "backup" / "training_metadata.json").exists() and process.poll() is None:
+        time.sleep(0.02)
+    with open(filler, "wb") as f:  # fill the disk while epoch 1 trains
+        with pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("python -m app.train: error:")]
+    assert len(lines) == 1 and "no space left on the device" in lines[0] and "--resume" in lines[0], stderr[-3000:]
+    finished = [row["epoch"] for row in rd.read_history(str(run / "history.csv"))]
+    assert 1 <= len(finished) < 4 and finished == list(range(len(finished)))
+
+    filler.unlink()  # space is free again
+    run_cli("app.train", "--resume", run)
+    assert [row["epoch"] for row in rd.read_history(str(run / "history.csv"))] == [0, 1, 2, 3]
+    assert (run / "metrics.json").is_file() and not [p.name for p in run.rglob("*") if ".tmp" in p.name]
