@@ -44,7 +44,8 @@ class FileSplit:
     def dataset(self, shuffle, seed, reshuffle=True):
         """(uint8 [h, w, 3], int32) in file order, shuffled (whole split) when asked; decoding is parallel.
 
-        `seed` may be a tensor; with `reshuffle` False every pass has the one order `seed` gives.
+        With `reshuffle` False every pass has the one order `seed` gives (`batches(epochs=...)` makes one
+        pipeline per epoch, each with its epoch's seed).
         """
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(self.paths, tf.string), tf.constant(self.labels, tf.int32))
@@ -70,8 +71,8 @@ class TFDSSplit:
         return estimate_cached_bytes(prep, self.num_examples, training)
 
     def dataset(self, shuffle, seed, reshuffle=True):
-        """(uint8 [h, w, 3], int32); with `shuffle`, the files are read in a `seed`ed order (a Python int:
-        TFDS takes no tensor seed, so `batches(epochs=...)` reads them in order and shuffles a buffer)."""
+        """(uint8 [h, w, 3], int32); with `shuffle`, the files are read in a `seed`ed order, reshuffled on
+        every pass (`batches(epochs=...)` reads them in order and shuffles a buffer with its epoch's seed)."""
         import tensorflow_datasets as tfds
 
         read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True)
