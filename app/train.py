@@ -150,6 +150,7 @@ def main(argv=None):
             config = config_from_args(args)
             config.validate()
             check_regularization(config)
+            check_distribute(config)
             run_directory = config.out or rd.new_run_dir(config)
             rd.check_writable(run_directory, "--out", make_parents=not config.out)
             config.out = run_directory
@@ -163,6 +164,28 @@ def main(argv=None):
             return run(args, config, run_directory)
 
 
+def check_distribute(config, environ=os.environ):
+    """--distribute multiworker needs the cluster in TF_CONFIG: one line naming the fix when it is missing or not JSON."""
+    if config.distribute != "multiworker":
+        return
+    import json
+
+    example = '\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
+    text = environ.get("TF_CONFIG", "").strip()
+    if not text:
+        raise ModelConfigError(
+            "--distribute multiworker needs the cluster in the TF_CONFIG environment variable, which is not set "
+            f"(without it training would run on one replica); set it on every worker, e.g. TF_CONFIG={example}, "
+            "or use --distribute mirrored on one machine"
+        )
+    try:
+        cluster = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelConfigError(f"TF_CONFIG is not valid JSON ({error.msg}, column {error.colno}); set it as e.g. TF_CONFIG={example}") from None
+    if not isinstance(cluster, dict) or not isinstance(cluster.get("cluster"), dict) or not isinstance(cluster.get("task"), dict):
+        raise ModelConfigError(f"TF_CONFIG needs a \"cluster\" and a \"task\" object; set it as e.g. TF_CONFIG={example}")
+
+
 def resumed_config(args):
     """The config of the run `--resume` names (its --epochs changed when given); call it with the run locked."""
     config = TrainConfig.load(rd.path(args.resume, rd.CONFIG_FILE))
@@ -170,6 +193,7 @@ def resumed_config(args):
         config.epochs = args.epochs
     config.validate()
     check_regularization(config)
+    check_distribute(config)
     if args.epochs is not None:
         config.save(rd.path(args.resume, rd.CONFIG_FILE))
     if os.path.exists(rd.path(args.resume, rd.METRICS_FILE)) and not os.path.isdir(rd.path(args.resume, rd.BACKUP_DIR)) and args.epochs is None:
@@ -188,6 +212,15 @@ def run(args, config, run_directory):
         metrics = train(config, run_directory, resume=bool(args.resume), verbose=0 if args.quiet else 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:  # a full disk, wherever it struck: one line, and how to go on
+        if not rd.disk_full(error):
+            raise
+        where = f" (writing {error.filename})" if getattr(error, "filename", None) else ""
+        raise rd.RunDirError(
+            f"no space left on the device of {run_directory}{where}; every file there is the last complete one "
+            f"and the checkpoint of the last finished epoch is kept: free some space, then continue with "
+            f"python -m app.train --resume {shlex.quote(run_directory)}"
+        ) from None
     rate = metrics["train_images_per_second"]
     print_summary(
         f"{config.strategy} on {config.dataset or 'default'} with {config.backbone}",
