@@ -22,6 +22,7 @@ LAYER_MODULES = (
     "models.regularizers.l2_sp",
     "models.regularizers.weight_decay",
     "models.spottune.classifier",
+    "models.adafilter.classifier",
 )
 
 

@@ -11,6 +11,7 @@ def _strategies():
     """{name: Strategy}, filled on first use (the method packages import `models.strategies.base`,
     so importing them here at import time would be circular)."""
     if not _REGISTRY:
+        from models.adafilter.strategy import AdaFilter
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
         from models.strategies.baselines import FineTune, LastK, LinearProbe
 
@@ -21,6 +22,7 @@ def _strategies():
             SpotTune(),
             SpotTuneGlobal(),
             GlobalK(),
+            AdaFilter(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY
