@@ -23,6 +23,8 @@ LAYER_MODULES = (
     "models.regularizers.weight_decay",
     "models.spottune.classifier",
     "models.adafilter.classifier",
+    "models.adafilter.residual_shortcut",
+    "models.transtailor.filter_scale",
 )
 
 

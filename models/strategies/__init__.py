@@ -14,6 +14,7 @@ def _strategies():
         from models.adafilter.strategy import AdaFilter
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
         from models.strategies.baselines import FineTune, LastK, LinearProbe
+        from models.transtailor.strategy import TransTailor
 
         for strategy in (
             FineTune(),
@@ -23,6 +24,7 @@ def _strategies():
             SpotTuneGlobal(),
             GlobalK(),
             AdaFilter(),
+            TransTailor(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY
