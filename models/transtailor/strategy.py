@@ -16,6 +16,7 @@ DEFAULT_STEP = 0.1  # of the unpruned MACs per round (paper)
 DEFAULT_SCALE_EPOCHS = 1  # our reading: the paper trains alpha "until convergence"
 DEFAULT_TAILOR_EPOCHS = 1  # the paper: 40 to 60; here one, raised with --tailor-epochs
 ROUNDS_FILE = "transtailor_rounds.png"
+FINETUNED_FILE = "finetuned.keras"
 
 
 class TransTailor(Strategy):
@@ -30,7 +31,10 @@ class TransTailor(Strategy):
         Flag("tailor_epochs", int, "transtailor: fine-tuning epochs after each pruning (default 1; the paper 40-60)", minimum=0),
     )
     export_kind = "plain"
-    files = {ROUNDS_FILE: "TransTailor: validation accuracy against the FLOPs ratio, one point per round"}
+    files = {
+        ROUNDS_FILE: "TransTailor: validation accuracy against the FLOPs ratio, one point per round",
+        FINETUNED_FILE: "TransTailor: the unpruned fine-tuned network W_f (the baseline of bench.transtailor_curve)",
+    }
 
     def check_flags(self, extra):
         super().check_flags(extra)
@@ -56,6 +60,7 @@ class TransTailor(Strategy):
         extra = context.options.extra
         split = "validation" if context.validation_data is not None else "train"
         image_size = _image_size(context)
+        context.network.save(context.path(FINETUNED_FILE))
         network, records = tailor(
             context.network,
             fit=context.fit,
