@@ -33,16 +33,20 @@ def describe(model, image_size, base_macs, accuracy):
     }
 
 
-def with_fixed_importance(model, scores, keep, groups):
-    """The pruned network with the normalised importances folded into its BatchNorm (a plain network)."""
+IMPORTANCE_SCALES = ("beta", "none")
+
+
+def with_fixed_importance(model, scores, keep, groups, importance_scale="beta"):
+    """The pruned network, with the normalised importances folded into its BatchNorm ("beta") or without
+    any scale ("none": plain pruning); a plain network either way."""
     scaled = rebuild(model, keep=keep)
     for name, factors in normalized_importance(scores, keep, groups).items():
-        scaled.get_layer(name).alpha.assign(factors)
+        scaled.get_layer(name).alpha.assign(factors if importance_scale == "beta" else np.ones_like(factors))
     return rebuild(scaled, fold_scales=True)
 
 
 def tailor(network, fit, evaluate, train_batches, image_size, bn, target_ratio, max_drop, step=0.1, scale_epochs=1,
-           tailor_epochs=1, log=print):
+           tailor_epochs=1, importance_scale="beta", log=print):
     """Runs the rounds; returns (the kept network, [one record per round, round 0 = the unpruned network]).
 
     Args:
@@ -55,6 +59,8 @@ def tailor(network, fit, evaluate, train_batches, image_size, bn, target_ratio, 
         target_ratio: stop once MACs <= target_ratio x the unpruned MACs.
         max_drop: points of validation accuracy a round may lose against the previous one.
         step: MACs removed per round, as a fraction of the unpruned MACs (paper: 10 %).
+        importance_scale: "beta" (kept filters' outputs times their normalised importance during the
+            fine-tuning, the paper's step 5) or "none" (plain pruning, then fine-tuning).
     """
     base_macs = count_macs(network, image_size)
     accuracy = evaluate(network)
@@ -82,18 +88,20 @@ def tailor(network, fit, evaluate, train_batches, image_size, bn, target_ratio, 
             records[-1]["stopped"] = "every prunable layer is at its minimum width"
             break
         # (b) importance-aware fine-tuning
-        pruned = with_fixed_importance(scaled, scores, keep, groups)
+        pruned = with_fixed_importance(scaled, scores, keep, groups, importance_scale)
+        before_tuning = evaluate(pruned)
         for layer in pruned.layers:
             set_trainable(layer, True, bn)
         if tailor_epochs > 0:
             fit(pruned, tailor_epochs)
         accuracy = evaluate(pruned)
-        record = {"round": round_index, **describe(pruned, image_size, base_macs, accuracy), "filters_removed": int(removed)}
+        record = {"round": round_index, **describe(pruned, image_size, base_macs, accuracy), "filters_removed": int(removed),
+                  "validation_accuracy_before_finetuning": before_tuning}
         drop = (current_accuracy - accuracy) * 100.0
         record["kept"] = bool(drop <= max_drop)
         records.append(record)
         log(f"transtailor round {round_index}: {record['macs']:,} MACs ({record['flops_ratio']:.3f}), "
-            f"{record['parameters']:,} parameters, validation accuracy {accuracy:.4f}" + ("" if record["kept"] else " (dropped: stop)"))
+            f"{record['parameters']:,} parameters, validation accuracy {accuracy:.4f} (after pruning, before fine-tuning: {before_tuning:.4f})" + ("" if record["kept"] else " (dropped: stop)"))
         if not record["kept"]:
             record["stopped"] = f"validation accuracy fell {drop:.2f} points (> {max_drop:g}): the previous round's network is kept"
             break
