@@ -161,11 +161,13 @@ def test_rounds_reach_the_target_and_report_the_macs_and_parameters_the_network_
 
 def test_a_round_that_loses_more_than_max_drop_points_is_undone():
     model, _ = _flat("basic_block")
-    fit, evaluate, batches, _ = _fake_round_tools([0.80, 0.799, 0.79, 0.5])
+    # validation accuracy: unpruned, then per round after pruning and after fine-tuning
+    fit, evaluate, batches, _ = _fake_round_tools([0.80, 0.5, 0.799, 0.1, 0.79])
     pruned, records = tailor(model, fit, evaluate, batches, image_size=8, bn="train", target_ratio=0.1, max_drop=0.3, step=0.1)
     assert [r["kept"] for r in records] == [True, True, False]
     assert "previous round" in records[-1]["stopped"]
     assert count_macs(pruned, 8) == records[1]["macs"]
+    assert [r.get("validation_accuracy_before_finetuning") for r in records] == [None, 0.5, 0.1]
 
 
 def test_the_pruned_model_exports_and_agrees_with_keras_in_float(tmp_path):
