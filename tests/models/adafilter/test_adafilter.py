@@ -151,3 +151,24 @@ def test_unsupported_blocks_fail_in_one_line():
     with pytest.raises(ModelConfigError, match="Identity"):
         build_adafilter_classifier(backbone, 3, fx.NORMALIZATION)
     assert len(gate_layers(_adafilter()[0])) == 6
+
+
+def test_the_exported_network_computes_both_paths_with_deterministic_gates_and_agrees_with_keras(tmp_path):
+    from export import graph, onnx_export, tflite
+    from export.verify import OnnxRunner, TFLiteRunner, keras_logits, run_all
+
+    model, _ = _adafilter()
+    fx.perturb([v for layer in gated_layers(model) for v in layer.finetuned_conv.weights], scale=0.3)
+    for gate_out in [layer for layer in model.layers if layer.name.startswith("adafilter_out_")]:
+        fx.perturb(gate_out.weights, scale=1.0)
+    images = (np.random.default_rng(0).uniform(size=(4, 8, 8, 3)) * 255).astype("uint8")
+    expected = keras_logits(model, images)
+    function, control_flow = graph.serving_function(model)
+    saved = graph.write_saved_model(model, function, str(tmp_path / "saved_model"), 8)
+    tflite_path = tmp_path / "model.tflite"
+    tflite_path.write_bytes(tflite.convert(saved, "none"))
+    onnx_path = str(tmp_path / "model.onnx")
+    onnx_export.convert_saved_model(saved, onnx_path, 8)
+    assert not control_flow
+    np.testing.assert_allclose(run_all(TFLiteRunner(str(tflite_path)), images), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(run_all(OnnxRunner(onnx_path), images), expected, atol=1e-4, rtol=0)
