@@ -20,7 +20,10 @@ def filter_scales(model):
 
 
 def taylor_importance(model, dataset, max_batches=None):
-    """{FilterScale name: beta per filter} over a finite dataset of (images, labels)."""
+    """{FilterScale name: beta per filter} over a finite dataset of (images, labels).
+
+    Uses `tf.GradientTape` (keras.ops has no gradient API): TensorFlow backend only, as the Fisher estimate.
+    """
     import tensorflow as tf  # gradients: the TensorFlow backend's tape
 
     from models.transfer_trainer import logits_of
