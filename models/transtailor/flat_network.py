@@ -16,11 +16,6 @@ from models.errors import ModelConfigError
 from models.preprocessing import ChannelNormalization
 
 
-def _copy(layer, name):
-    clone = renamed_clone(layer, name)
-    return clone
-
-
 def build_flat_classifier(backbone, num_classes, normalization=None, dropout=0.0, name=None):
     """The flat classifier of `backbone` (blocks: `BasicBlock`s or functional sub-models), new Dense head."""
     norm_kwargs = normalization if normalization is not None else backbone.source_normalization
@@ -35,12 +30,12 @@ def build_flat_classifier(backbone, num_classes, normalization=None, dropout=0.0
         prefix = block_name(b)
 
         def plain_conv(x, conv, bn, index, prefix=prefix):
-            new_conv = _copy(conv, f"{prefix}_{conv.name}")
+            new_conv = renamed_clone(conv, f"{prefix}_{conv.name}")
             y = new_conv(x)
             new_conv.set_weights(conv.get_weights())
             if bn is None:
                 return y
-            new_bn = _copy(bn, f"{prefix}_{bn.name}")
+            new_bn = renamed_clone(bn, f"{prefix}_{bn.name}")
             y = new_bn(y)
             new_bn.set_weights(bn.get_weights())
             return y

@@ -119,7 +119,6 @@ def rebuild(model, keep=None, insert_scales=False, fold_scales=False, name=None)
                 out_keep[member] = in_keep[member] = kept
             in_keep[group.consumer] = kept
     scale_after = {g.scale_after: g.scale_name for g in groups} if insert_scales else {}
-    readers = consumers(model)
     fold_into = {}  # BatchNorm name -> alpha of the FilterScale after it
     if fold_scales:
         for node in graph_nodes(model):
@@ -129,7 +128,6 @@ def rebuild(model, keep=None, insert_scales=False, fold_scales=False, name=None)
                 if not isinstance(producer.operation, keras.layers.BatchNormalization):
                     raise ValueError(f"{node.operation.name} does not follow a BatchNorm: it cannot be folded")
                 fold_into[producer.operation.name] = np.asarray(node.operation.alpha)
-    del readers
 
     inputs = keras.Input(shape=model.inputs[0].shape[1:], name=model.inputs[0].name)
     values = {id(model.inputs[0]): inputs}
