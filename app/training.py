@@ -226,6 +226,7 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         )
 
     strategy.after_fit(context)
+    network = context.network  # after_fit may hand back another network (TransTailor: the pruned one)
 
     with rd.replacing(rd.path(run_directory, rd.MODEL_FILE)) as tmp:
         network.save(tmp)

@@ -272,7 +272,8 @@ def export_run(run_directory, options=None):
         "run": run.directory,
         "strategy": run.strategy,
         "backbone": run.config.backbone,
-        "exported": {"kind": source.kind, "origin": source.origin, "decisions": source.decisions},
+        "exported": {"kind": source.kind, "origin": source.origin, "decisions": source.decisions,
+                     "note": getattr(_strategy_of(run), "export_note", "") or None},
         "image_size": run.image_size,
         "class_names": run.class_names,
         "input": f"'image' uint8 [1, {run.image_size}, {run.image_size}, 3] RGB 0..255 (batch axis dynamic), "
@@ -429,3 +430,9 @@ def _export_delta(run, source, out, images, options):
 
 def print_progress(message):
     print(message, file=sys.stderr, flush=True)
+
+
+def _strategy_of(run):
+    from models.strategies import get_strategy
+
+    return get_strategy(run.strategy)

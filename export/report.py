@@ -59,6 +59,7 @@ def format_report(report):
     lines = [
         f"export of {report['run']} ({report['strategy']}, {report['backbone']})",
         f"  exported network: {report['exported']['kind']}: {report['exported']['origin']}",
+        *([f"  note: {report['exported']['note']}"] if report["exported"].get("note") else []),
         f"  input:  {report['input']}",
         f"  output: {report['output']}",
         f"  verification: {report['verification']['images']} {report['verification']['split']} images, one at a time; "
