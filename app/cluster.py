@@ -63,8 +63,9 @@ def check_multiworker(distribute, environ=os.environ):
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
         raise ModelConfigError(
-            "--distribute multiworker needs the cluster: pass --workers host:port,host:port --worker-index I "
-            f"(the same list on every worker, I its place in it) or set TF_CONFIG={EXAMPLE} on every worker; "
+            "--distribute multiworker needs the cluster in the TF_CONFIG environment variable, which is not set "
+            f"(without it training would run on one replica); set it on every worker, e.g. TF_CONFIG={EXAMPLE}, "
+            "or pass --workers host:port,host:port --worker-index I (the same list on every worker, I its place in it); "
             "on one machine use --distribute mirrored"
         )
     task_of(environ)

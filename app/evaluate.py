@@ -1,7 +1,7 @@
 """python -m app.evaluate: accuracy of a finished run, or of a pretrained backbone on its source classes.
 
 Examples:
-    python -m app.evaluate --run runs/<run> [--split test]
+    python -m app.evaluate --run runs/<run> [--split test] [--data-dir MOVED/DATA]
     python -m app.evaluate --backbone resnet20 --dataset folder --data-dir ../shared/data/cifar10-sample/test
     python -m app.evaluate --backbone mobilenet_v2 --images ../shared/data/imagenet-check/cat.bmp [more ...]
 """
@@ -21,11 +21,12 @@ def build_parser():
     p.add_argument("--run", help="run directory written by python -m app.train")
     p.add_argument("--split", help="split to evaluate (default: every labelled split the run evaluated)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's)")
+    p.add_argument("--data-dir", help="with --run: the run's data at its new place (default: where its config.json says; where it is gone, "
+                                      "the images its sample.npz keeps); without --run: a folder of images of the backbone's source classes")
     src = p.add_argument_group("without --run: the pretrained backbone with its own source classifier")
     src.add_argument("--backbone", help="registered backbone with a source classifier, e.g. resnet20")
     src.add_argument("--weights", default="default", help="'default' or a weights file")
     src.add_argument("--dataset", help="dataset name, e.g. folder")
-    src.add_argument("--data-dir", help="folder of images whose class names are source classes of the backbone")
     src.add_argument("--tfds-data-dir")
     src.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
     src.add_argument("--images", nargs="+", metavar="FILE", help="photographs to classify with the source classifier (top-5 classes each)")
@@ -69,20 +70,26 @@ def classify_images(args):
     return results
 
 
-def evaluate_run(run_directory, split=None, batch_size=None):
-    """Reload `<run>/model.keras` with safe_mode on and recompute accuracy per split."""
+def evaluate_run(run_directory, split=None, batch_size=None, data_dir=None):
+    """Reload `<run>/model.keras` with safe_mode on and recompute accuracy per split.
+
+    The data: `data_dir` (moved data), else where config.json says, else the run's sample.npz (one note on stderr).
+    """
     from app.config import TrainConfig
-    from app.training import evaluate_run_model, evaluation_splits, load_data
+    from app.training import evaluate_run_model, evaluation_splits
+    from rundir.data import load_run_data
     from rundir.run import load_keras_model
 
     rd.require_run(run_directory, rd.CONFIG_FILE, rd.MODEL_FILE, rd.DATASET_FILE)
     config = TrainConfig.load(rd.path(run_directory, rd.CONFIG_FILE))
     dataset_info = rd.read_json(run_directory, rd.DATASET_FILE)
     model = load_keras_model(rd.path(run_directory, rd.MODEL_FILE))  # one line if truncated or foreign
-    bundle = load_data(config)
+    bundle = load_run_data(run_directory, config, data_dir)
     splits = evaluation_splits(bundle, [split] if split else config.extra.get("eval_splits"))
     if split and split not in splits:
         raise ModelConfigError(f"split {split!r} has no labels in this dataset; choose one of {', '.join(evaluation_splits(bundle))}")
+    if not splits:
+        splits = evaluation_splits(bundle)
     return evaluate_run_model(model, bundle, dataset_info["image_size"], batch_size or config.batch_size, splits)
 
 
@@ -132,7 +139,7 @@ def main(argv=None):
 
     with one_line_errors(PROGRAM):
         if args.run:
-            accuracy, images = evaluate_run(args.run, args.split, args.batch_size)
+            accuracy, images = evaluate_run(args.run, args.split, args.batch_size, args.data_dir)
             print_summary(f"run {args.run} (model.keras reloaded with safe_mode=True)", accuracy, images)
         elif args.images:
             for file, top in classify_images(args):

@@ -8,7 +8,8 @@ Examples:
     python -m app.export --rebuild-delta runs/<run>/task_delta.npz --out model.keras
 
 Every file takes uint8 RGB images of the run's size and returns logits; it is loaded back in its
-interpreter (LiteRT, onnxruntime, TensorFlow) and run on the validation split. A file whose top-1
+interpreter (LiteRT, onnxruntime, TensorFlow) and run on the validation split (where the data has
+moved: --data-dir; where it is gone: the run's sample.npz). A file whose top-1
 agreement with the Keras model is below the threshold is kept only as <file>.rejected, and the
 command exits with status 1. export_report.json holds the table.
 """
@@ -28,6 +29,7 @@ def build_parser():
         DEFAULT_MIN_AGREEMENT,
         DEFAULT_MIN_AGREEMENT_QUANTIZED,
         FORMATS,
+        MIN_VERIFICATION_IMAGES,
         QUANTIZATIONS,
     )
     from models.strategies import STRATEGIES
@@ -47,7 +49,9 @@ def build_parser():
     p.add_argument("--routing", default="conditional", choices=("conditional", "both"),
                    help="routed models: conditional (only the chosen copy of each block runs for one image) or both")
     check = p.add_argument_group("verification")
-    check.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES, help=f"validation images to verify on (default {DEFAULT_MAX_IMAGES})")
+    check.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES,
+                       help=f"verification images at most (default: the whole validation split, topped up from the test split to {MIN_VERIFICATION_IMAGES} where it has them)")
+    check.add_argument("--data-dir", help="the run's data at its new place (default: where the run's config.json says; where it is gone, the run's sample.npz)")
     check.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
                        help=f"top-1 agreement with Keras a float32/float16 file needs (default {DEFAULT_MIN_AGREEMENT})")
     check.add_argument("--min-agreement-quantized", type=float, default=DEFAULT_MIN_AGREEMENT_QUANTIZED,
@@ -104,6 +108,7 @@ def main(argv=None):
             quantize=parse_list(args.quantize, QUANTIZATIONS, "quantization"),
             out=args.out,
             max_images=args.max_images,
+            data_dir=args.data_dir,
             calibration_batches=args.calibration_batches,
             int8_io=args.int8_io,
             min_agreement=args.min_agreement,

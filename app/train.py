@@ -213,6 +213,15 @@ def run(args, config, run_directory):
         metrics = train(config, run_directory, resume=bool(args.resume), verbose=0 if args.quiet else 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:  # a full disk, wherever it struck: one line, and how to go on
+        if not rd.disk_full(error):
+            raise
+        where = f" (writing {error.filename})" if getattr(error, "filename", None) else ""
+        raise rd.RunDirError(
+            f"no space left on the device of {run_directory}{where}; every file there is the last complete one "
+            f"and the checkpoint of the last finished epoch is kept: free some space, then continue with "
+            f"python -m app.train --resume {shlex.quote(run_directory)}"
+        ) from None
     rate = metrics["train_images_per_second"]
     print_summary(
         f"{config.strategy} on {config.dataset or 'default'} with {config.backbone}",

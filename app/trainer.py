@@ -49,6 +49,14 @@ class Training:
         def evaluate(model, chosen):
             return evaluate_run_model(model, bundle, self.image_size, config.batch_size, chosen)[0]
 
+        def fit(network, epochs):
+            """One more round of training of `network`: a fresh trainer and schedule over `epochs`."""
+            round_config = dataclasses.replace(config, epochs=int(epochs))
+            steps = steps_per_epoch(config, bundle)
+            trainer = compile_trainer(self.strategy, network, self.options, [], network_optimizer(round_config, steps))
+            train_data = bundle.batches("train", config.batch_size, training=True, image_size=self.image_size, seed=config.seed)
+            return trainer.fit(train_data, validation_data=validation_data, epochs=int(epochs), verbose=0, shuffle=False)
+
         return RunContext(
             network=self.network,
             options=self.options,
@@ -58,6 +66,7 @@ class Training:
             evaluate=evaluate,
             splits=list(splits if splits is not None else evaluation_splits(bundle)),
             validation_data=validation_data,
+            fit=fit,
         )
 
 

@@ -4,6 +4,7 @@ The way of the data: config -> `pipelines.load_dataset` gives (image, label) bat
 `models.strategies` builds the network -> `model.fit` with callbacks -> the run directory.
 """
 
+import dataclasses
 import math
 import os
 import shlex
@@ -14,7 +15,7 @@ import time
 import keras
 import numpy as np
 
-from app.callbacks import LearningRateLogger, ThroughputMeter, WholeBackupAndRestore
+from app.callbacks import HistoryFile, LearningRateLogger, ThroughputMeter, WholeBackupAndRestore, resume_epoch
 from app.devices import distribution_strategy
 from app import distributed
 from app.regularization import report_distances
@@ -26,6 +27,7 @@ from models.transfer_trainer import logits_of
 from rundir import layout as rd
 from rundir.config import TrainConfig
 from rundir.data import load_data  # noqa: F401  (app.training.load_data: the dataset of a run)
+from rundir.sample import write_sample
 
 DECATHLON_IMAGE_SIZE = 72
 
@@ -166,7 +168,14 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         },
     )
 
-    train_data = bundle.batches("train", config.batch_size, training=True, image_size=image_size, seed=config.seed)
+    # The batches of epoch e depend only on (seed, e): a resumed fit gets the epochs it has left, as the
+    # uninterrupted run would have had them (`DatasetBundle.batches(epochs=...)`).
+    backup_dir = rd.path(run_directory, rd.BACKUP_DIR)
+    first_epoch = resume_epoch(backup_dir) if resume else 0
+    steps = bundle.num_batches("train", config.batch_size)
+    train_data = bundle.batches(
+        "train", config.batch_size, training=True, image_size=image_size, seed=config.seed, epochs=(first_epoch, config.epochs)
+    )
     validation_split = "validation" if "validation" in evaluation_splits(bundle) else None
     validation_data = (
         bundle.batches(validation_split, config.batch_size, training=False, image_size=image_size)
@@ -174,8 +183,10 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         else None
     )
     throughput = ThroughputMeter(bundle.split_sizes["train"])
+    backup = WholeBackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False)
+    history_file = HistoryFile(rd.path(run_directory, rd.HISTORY_FILE), first_epoch)
     callbacks = [
-        WholeBackupAndRestore(rd.path(run_directory, rd.BACKUP_DIR), save_freq="epoch", delete_checkpoint=False),
+        backup,
         throughput,
         LearningRateLogger(),
         keras.callbacks.TerminateOnNaN(),
@@ -185,14 +196,21 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
     context = training.context(config, bundle, run_directory, validation_data, splits)
     callbacks += strategy.callbacks(context)
     callbacks += [
-        keras.callbacks.CSVLogger(rd.path(run_directory, rd.HISTORY_FILE), append=True),
+        history_file,
         keras.callbacks.TensorBoard(rd.path(run_directory, rd.LOGS_DIR), update_freq="epoch", write_graph=False),
+        backup.saver(),  # last: an epoch's checkpoint follows its history.csv row
     ]
     strategy.before_fit(context)
     started = time.perf_counter()
     try:
         history = model.fit(
-            train_data, validation_data=validation_data, epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=False
+            train_data,
+            validation_data=validation_data,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
         )
     except KeyboardInterrupt:
         print(
@@ -210,13 +228,17 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         )
 
     strategy.after_fit(context)
+    network = context.network  # after_fit may hand back another network (TransTailor: the pruned one)
 
     with rd.replacing(rd.path(run_directory, rd.MODEL_FILE)) as tmp:
         network.save(tmp)
+    write_sample(run_directory, bundle, image_size, seed=config.seed)  # evaluate and export without the data
     distances = report_distances(network, run_directory)
     accuracy, images = evaluate_run_model(network, bundle, image_size, config.batch_size, splits)
     context.accuracy = dict(accuracy)
-    extra_metrics = strategy.finish(context)
+    with rd.staging(run_directory) as staged:  # the strategy's files (compact.keras, heatmap) land whole or not at all
+        files = rd.run_files(strategy)
+        extra_metrics = strategy.finish(dataclasses.replace(context, path=lambda name: rd.declared_path(staged, name, files)))
     metrics = {
         "accuracy": accuracy,
         "images": images,
@@ -224,13 +246,13 @@ def train(config: TrainConfig, run_directory, resume=False, verbose=1):
         "epochs": config.epochs,
         "epochs_run_in_this_session": len(history.epoch),
         "fit_seconds_this_session": fit_seconds,
-        "final_train_loss": history.history["loss"][-1] if history.history.get("loss") else None,
+        "final_train_loss": history_file.history["loss"][-1] if history_file.history.get("loss") else None,
         "image_size": image_size,
         "normalization": normalization_source,
         "backbone_weights": backbone.weights_source,
         "trainable_parameters": int(sum(np.prod(v.shape) for v in network.trainable_weights)),
         "total_parameters": int(network.count_params()),
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "history": history_file.history,  # the whole run's, also when it was resumed (history.csv's rows)
         "skipped_images": _skipped_count(bundle),
         "distribute": config.distribute,
         "replicas": int(distribution.num_replicas_in_sync),

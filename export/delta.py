@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from models.errors import ModelConfigError
+from rundir.layout import replacing
 
 FORMAT = "adaptune-task-delta"
 VERSION = 1
@@ -132,9 +133,8 @@ def make_delta(compact, backbone, finetuned_blocks, backbone_name, weights_spec,
 def write_delta(path, meta, arrays):
     """Writes the `.npz` delta file; returns its size in bytes."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **{META_KEY: np.array(json.dumps(meta, sort_keys=True))}, **arrays)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:  # whole or not at all
+        np.savez_compressed(tmp, **{META_KEY: np.array(json.dumps(meta, sort_keys=True))}, **arrays)
     return os.path.getsize(path)
 
 

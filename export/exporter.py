@@ -54,7 +54,9 @@ class ExportOptions:
         formats: subset of FORMATS (empty: only the delta).
         quantize: subset of QUANTIZATIONS.
         out: output directory (default: the run directory).
-        max_images: verification images (validation split, else test, else train).
+        max_images: verification images at most (default None: the whole validation split, else test, else
+            train, topped up from the test split to 500 images where it has them).
+        data_dir: the run's data at its new place (default: where config.json says, else the run's sample.npz).
         calibration_batches: batches of 32 training images for int8 calibration.
         int8_io: int8 TFLite files with an int8 output (input is uint8 pixels in every file).
         min_agreement: top-1 agreement with Keras a float32 / float16 file needs.
@@ -72,7 +74,8 @@ class ExportOptions:
     formats: tuple = ("tflite",)
     quantize: tuple = ("none",)
     out: str | None = None
-    max_images: int = export_verify.DEFAULT_MAX_IMAGES
+    max_images: int | None = export_verify.DEFAULT_MAX_IMAGES
+    data_dir: str | None = None
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES
     int8_io: bool = False
     min_agreement: float = DEFAULT_MIN_AGREEMENT
@@ -120,7 +123,7 @@ def check_options(options):
             raise ModelConfigError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)} or all")
     if options.routing not in export_graph.ROUTINGS:
         raise ModelConfigError(f"unknown --routing {options.routing!r}; choose from {', '.join(export_graph.ROUTINGS)}")
-    if options.max_images < 1:
+    if options.max_images is not None and options.max_images < 1:
         raise ModelConfigError(f"--max-images must be at least 1, got {options.max_images}")
     if options.threads < 1 or options.latency_runs < 1:
         raise ModelConfigError(f"--threads and --latency-runs must be at least 1, got {options.threads} and {options.latency_runs}")
@@ -191,18 +194,24 @@ class _Graphs:
         return self._onnx[key]
 
     def write(self, key, fmt, quantize, path, calibration=None, int8_io=False):
-        """Writes the `fmt` / `quantize` file of graph `key` to `path`."""
+        """Writes the `fmt` / `quantize` file of graph `key` to `path`, whole or not at all: it is written
+        beside `path` first and renamed over it, so a failed write (a full disk) leaves no half file."""
         _remove(path)
-        if fmt == "tflite":
-            data = self.tflite(key, quantize, calibration, int8_io)
-            with open(path, "wb") as f:
-                f.write(data)
-        elif fmt == "onnx":
-            onnx_export.quantize(self.float_onnx(key), path, quantize, calibration)
-        elif fmt == "saved_model":
-            shutil.copytree(self.saved_model(key), path)
-        else:
-            raise ValueError(fmt)
+        with rd.replacing(path) as tmp:
+            if fmt == "tflite":
+                data = self.tflite(key, quantize, calibration, int8_io)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+            elif fmt == "onnx":
+                onnx_export.quantize(self.float_onnx(key), tmp, quantize, calibration)
+            elif fmt == "saved_model":
+                try:
+                    shutil.copytree(self.saved_model(key), tmp)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+            else:
+                raise ValueError(fmt)
         return path
 
 
@@ -227,7 +236,7 @@ def export_run(run_directory, options=None):
     A file that fails conversion or verification does not raise: its row has status "failed" or
     "rejected" (see `export.report.problems`).
     """
-    from rundir.data import load_data
+    from rundir.data import load_run_data
     from rundir.run import open_run
 
     options = options or ExportOptions()
@@ -242,7 +251,7 @@ def export_run(run_directory, options=None):
 
     source = export_compact.choose_export_model(run, options.model)
     log(f"exporting {source.kind} network: {source.origin}")
-    bundle = load_data(run.config)
+    bundle = load_run_data(run.directory, run.config, options.data_dir)  # the data, moved data, or the run's sample
     images, labels, split = export_verify.verification_images(bundle, run.image_size, options.max_images, options.seed)
     reference = export_verify.keras_logits(source.model, images)
     bad = int(np.sum(~np.all(np.isfinite(reference), axis=-1)))
@@ -263,16 +272,18 @@ def export_run(run_directory, options=None):
         "run": run.directory,
         "strategy": run.strategy,
         "backbone": run.config.backbone,
-        "exported": {"kind": source.kind, "origin": source.origin, "decisions": source.decisions},
+        "exported": {"kind": source.kind, "origin": source.origin, "decisions": source.decisions,
+                     "note": getattr(_strategy_of(run), "export_note", "") or None},
         "image_size": run.image_size,
         "class_names": run.class_names,
         "input": f"'image' uint8 [1, {run.image_size}, {run.image_size}, 3] RGB 0..255 (batch axis dynamic), "
         "resized and centre-cropped as in evaluation; scaling and normalisation happen inside the model",
         "output": f"'logits' float32 [1, {len(run.class_names)}] in class_names order (softmax for probabilities)"
         + ("; int8 TFLite files with --int8-io: int8 logits, dequantise with the output's scale / zero point" if options.int8_io else ""),
-        "verification": {"split": split, "images": int(len(images)), "keras_accuracy": keras_accuracy},
+        "verification": {"split": split, "images": int(len(images)), "keras_accuracy": keras_accuracy,
+                         "data": getattr(bundle, "source", ""), "agreement_interval": "95 %, Wilson score"},
         "thresholds": {"float": options.min_agreement, "quantized": options.min_agreement_quantized},
-        "calibration_images": int(options.calibration_batches * export_verify.CALIBRATION_BATCH_SIZE) if needs_calibration else None,
+        "calibration_images": int(len(calibration_set)) if needs_calibration else None,
         "threads": options.threads,
         "host": export_host.host_cpu(),
         "files": [],
@@ -419,3 +430,9 @@ def _export_delta(run, source, out, images, options):
 
 def print_progress(message):
     print(message, file=sys.stderr, flush=True)
+
+
+def _strategy_of(run):
+    from models.strategies import get_strategy
+
+    return get_strategy(run.strategy)

@@ -9,4 +9,5 @@ DEFAULT_MIN_AGREEMENT = 0.99
 # 1.00 for trained ResNet-20 / ResNet-26 / SqueezeNet on the embedded data, see the README table).
 DEFAULT_MIN_AGREEMENT_QUANTIZED = 0.95
 DEFAULT_CALIBRATION_BATCHES = 10
-DEFAULT_MAX_IMAGES = 500  # verification images (export.verify)
+DEFAULT_MAX_IMAGES = None  # verification images (export.verify): the whole validation split, topped up from test
+MIN_VERIFICATION_IMAGES = 500  # ... to at least this many where the data has them

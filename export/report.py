@@ -4,6 +4,7 @@ import json
 import os
 
 from export.host import describe
+from rundir.layout import replacing
 
 REPORT_FILE = "export_report.json"
 
@@ -13,6 +14,7 @@ COLUMNS = (
     ("size_bytes", "size", None),
     ("accuracy", "acc", "{:.4f}"),
     ("agreement", "agree", "{:.4f}"),
+    ("agreement_interval", "95% interval", "{:.3f}-{:.3f}"),
     ("max_abs_diff", "max|diff|", "{:.2e}"),
     ("latency_ms", "ms/img", "{:.3f}"),
 )
@@ -38,6 +40,8 @@ def _cell(row, key, fmt):
         return "-"
     if key == "size_bytes":
         return human_size(value)
+    if isinstance(value, (list, tuple)):
+        return fmt.format(*value)
     return fmt.format(value)
 
 
@@ -55,11 +59,13 @@ def format_report(report):
     lines = [
         f"export of {report['run']} ({report['strategy']}, {report['backbone']})",
         f"  exported network: {report['exported']['kind']}: {report['exported']['origin']}",
+        *([f"  note: {report['exported']['note']}"] if report["exported"].get("note") else []),
         f"  input:  {report['input']}",
         f"  output: {report['output']}",
         f"  verification: {report['verification']['images']} {report['verification']['split']} images, one at a time; "
         f"Keras accuracy on them {report['verification']['keras_accuracy']:.4f}; "
-        f"agreement threshold {report['thresholds']['float']} (float32/float16), {report['thresholds']['quantized']} (dynamic/int8)",
+        f"agreement threshold {report['thresholds']['float']} (float32/float16), {report['thresholds']['quantized']} (dynamic/int8), "
+        "judged on the agreement measured; 95% interval: Wilson score",
     ]
     if report.get("host"):
         lines.append(f"  verified on: {describe(report['host'])}; quantised agreement depends on the CPU's kernels")
@@ -96,9 +102,8 @@ def format_report(report):
 def write_report(directory, report):
     path = os.path.join(directory, REPORT_FILE)
     os.makedirs(directory, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    with replacing(path) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
     return path
 
 

@@ -6,16 +6,18 @@ image at a time (batch 1, as on a phone), on uint8 images: the evaluation prepro
 run's data pipeline, rounded to integers. The Keras reference runs on the same rounded images, so
 that agreement measures the export, not the rounding.
 
-Per file: accuracy, top-1 agreement with Keras, max |exported logit - Keras logit|, and the median
-batch-1 latency (after warm-up) with `threads` interpreter threads.
+Per file: accuracy, top-1 agreement with Keras with its 95 % Wilson score interval, max |exported
+logit - Keras logit|, and the median batch-1 latency (after warm-up) with `threads` interpreter threads.
 """
 
+import math
 import os
 import time
 
 import numpy as np
 
-from export.options import DEFAULT_MAX_IMAGES  # noqa: F401  (declared without TensorFlow there)
+from export.options import DEFAULT_MAX_IMAGES, MIN_VERIFICATION_IMAGES
+from rundir import sample as run_sample
 
 CALIBRATION_BATCH_SIZE = 32
 
@@ -25,46 +27,27 @@ CALIBRATION_BATCH_SIZE = 32
 
 def to_uint8(images):
     """float RGB [0, 255] -> uint8 (rounded, clipped): what a device feeds the exported model."""
-    return np.clip(np.rint(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
+    return run_sample.to_uint8(images)
 
 
-def verification_split(bundle):
-    """The split used for verification: validation, else test, else train."""
-    labelled = list(getattr(bundle, "labelled_splits", bundle.split_sizes))
-    for split in ("validation", "test", "train"):
-        if split in labelled and bundle.split_sizes.get(split):
-            return split
-    raise ValueError(f"dataset {bundle.name} has no labelled split to verify on")
+def verification_images(bundle, image_size, max_images=DEFAULT_MAX_IMAGES, seed=0, minimum=MIN_VERIFICATION_IMAGES):
+    """(uint8 images [N, S, S, 3], int labels [N], splits): what every file is verified on.
 
-
-def verification_images(bundle, image_size, max_images=DEFAULT_MAX_IMAGES, seed=0):
-    """(uint8 images [N, S, S, 3], int labels [N], split): up to `max_images` of the verification split.
-
-    When the split is larger than `max_images`, a seeded shuffle picks which images (so a capped
-    sample is not one class of an ordered split).
+    The whole validation split (else test, else train), topped up from the test split to `minimum`
+    images where it has them (`rundir.sample.verification_set`); `max_images` caps it (a seeded
+    shuffle picks which images, so a capped sample is not one class of an ordered split). `splits`
+    names them, e.g. "validation+test".
     """
-    split = verification_split(bundle)
-    shuffle = bundle.split_sizes[split] > max_images
-    data = bundle.batches(split, 64, training=False, image_size=image_size, seed=seed, shuffle=shuffle)
-    images, labels, count = [], [], 0
-    for batch_images, batch_labels in data:
-        images.append(to_uint8(batch_images.numpy()))
-        labels.append(np.asarray(batch_labels))
-        count += len(labels[-1])
-        if count >= max_images:
-            break
-    if not images:
-        raise ValueError(f"split {split} of {bundle.name} gave no images")
-    return np.concatenate(images)[:max_images], np.concatenate(labels)[:max_images].astype(np.int64), split
+    images, labels, splits = run_sample.verification_set(bundle, image_size, max_images=max_images, minimum=minimum, seed=seed)
+    return images, labels.astype(np.int64), run_sample.describe_splits(splits)
 
 
 def calibration_images(bundle, image_size, batches, batch_size=CALIBRATION_BATCH_SIZE, seed=0):
     """uint8 images [N, S, S, 3] from the training split (evaluation preprocessing, seeded shuffle), N <= batches * batch_size."""
-    data = bundle.batches("train", batch_size, training=False, image_size=image_size, seed=seed, shuffle=True)
-    images = [to_uint8(batch.numpy()) for batch, _ in data.take(int(batches))]
-    if not images:
+    images = run_sample.calibration_set(bundle, image_size, int(batches) * int(batch_size), seed=seed)
+    if not len(images):
         raise ValueError(f"the train split of {bundle.name} gave no calibration images")
-    return np.concatenate(images)
+    return images
 
 
 def single_images(images):
@@ -215,13 +198,28 @@ def paired_latencies_ms(runners, image, runs=50, warmup=5):
     return {name: float(np.median(values) * 1e3) for name, values in times.items()}
 
 
+def wilson_interval(successes, count, z=1.959963984540054):
+    """The 95 % Wilson score interval (lower, upper) of a proportion `successes / count`."""
+    if count <= 0:
+        return (0.0, 1.0)
+    p = successes / count
+    denominator = 1 + z * z / count
+    centre = (p + z * z / (2 * count)) / denominator
+    half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denominator
+    lower = 0.0 if successes == 0 else max(0.0, centre - half)
+    upper = 1.0 if successes == count else min(1.0, centre + half)
+    return (lower, upper)
+
+
 def compare(logits, reference, labels):
-    """accuracy, agreement (top-1 with the reference) and max |difference| of two logit arrays."""
+    """accuracy, agreement (top-1 with the reference) with its 95 % Wilson interval, and max |difference|."""
     predicted = np.argmax(logits, axis=-1)
     expected = np.argmax(reference, axis=-1)
+    agreeing = int(np.sum(predicted == expected))
     return {
         "accuracy": float(np.mean(predicted == labels)),
-        "agreement": float(np.mean(predicted == expected)),
+        "agreement": float(agreeing / len(expected)),
+        "agreement_interval": list(wilson_interval(agreeing, len(expected))),
         "max_abs_diff": float(np.max(np.abs(logits - reference))),
     }
 
@@ -231,7 +229,7 @@ def verify_file(path, images, labels, reference, threads=1, latency_runs=50):
 
     Returns:
         dict: interpreter, io (input/output description), images, accuracy, agreement,
-        max_abs_diff, latency_ms.
+        agreement_interval (95 %, Wilson score), max_abs_diff, latency_ms.
     """
     runner = runner_for(path, threads)
     logits = run_all(runner, images)

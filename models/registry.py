@@ -22,6 +22,9 @@ LAYER_MODULES = (
     "models.regularizers.l2_sp",
     "models.regularizers.weight_decay",
     "models.spottune.classifier",
+    "models.adafilter.classifier",
+    "models.adafilter.residual_shortcut",
+    "models.transtailor.filter_scale",
 )
 
 

@@ -41,13 +41,17 @@ class FileSplit:
     def cached_bytes(self, prep, training):
         return prep.cached_bytes(self.sizes, training)
 
-    def dataset(self, shuffle, seed):
-        """(uint8 [h, w, 3], int32) in file order, shuffled (whole split) when asked; decoding is parallel."""
+    def dataset(self, shuffle, seed, reshuffle=True):
+        """(uint8 [h, w, 3], int32) in file order, shuffled (whole split) when asked; decoding is parallel.
+
+        With `reshuffle` False every pass has the one order `seed` gives (`batches(epochs=...)` makes one
+        pipeline per epoch, each with its epoch's seed).
+        """
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(self.paths, tf.string), tf.constant(self.labels, tf.int32))
         )
         if shuffle:
-            ds = ds.shuffle(len(self.paths), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(self.paths), seed=seed, reshuffle_each_iteration=reshuffle)
         ds = ds.map(lambda path, label: (decode_image(tf.io.read_file(path)), label), num_parallel_calls=AUTOTUNE)
         return ds
 
@@ -66,7 +70,9 @@ class TFDSSplit:
     def cached_bytes(self, prep, training):
         return estimate_cached_bytes(prep, self.num_examples, training)
 
-    def dataset(self, shuffle, seed):
+    def dataset(self, shuffle, seed, reshuffle=True):
+        """(uint8 [h, w, 3], int32); with `shuffle`, the files are read in a `seed`ed order, reshuffled on
+        every pass (`batches(epochs=...)` reads them in order and shuffles a buffer with its epoch's seed)."""
         import tensorflow_datasets as tfds
 
         read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True)
@@ -144,7 +150,7 @@ class DatasetBundle:
         return math.ceil(len(source) / int(batch_size))
 
     def batches(self, split, batch_size, training, image_size=72, seed=0, shuffle=None, drop_remainder=False,
-                cache=None):
+                cache=None, epochs=None):
         """A tf.data pipeline of (float32 [B, H, W, 3] RGB in [0, 255], int32 [B]) batches.
 
         Args:
@@ -159,6 +165,11 @@ class DatasetBundle:
             drop_remainder: drop the last, smaller batch.
             cache: cache the decoded, resized images in memory (default: when they take less than
                 `cache_limit_bytes`).
+            epochs: (first, stop): the batches of epochs first .. stop - 1, one epoch after the other
+                (`num_batches` each; pass it to fit as steps_per_epoch). The order and the augmentation
+                of epoch e depend only on (seed, e) (`epoch_seed`), so a run resumed at epoch e sees
+                the batches the uninterrupted run saw there. Without `epochs`, each pass over the
+                pipeline is reshuffled from where the last one left off.
 
         Unreadable files were left out at load time; a file that breaks later (changed since) is dropped and
         replaced by an image of the next pass, so the pipeline's cardinality is always `num_batches(...)`.
@@ -169,33 +180,72 @@ class DatasetBundle:
         if cache is None:
             cache = source.cached_bytes(prep, training) < self.cache_limit_bytes
         seed = int(seed)
+        count = len(source)
 
-        ds = source.dataset(shuffle=shuffle and not cache, seed=seed)
-        ds = ds.map(lambda image, label: (prep.deterministic(image, training), label), num_parallel_calls=AUTOTUNE)
-        if isinstance(source, FileSplit):
-            # The last guard (the load-time scan left out the files Pillow cannot read): a file that fails to
-            # decode now is dropped with a logged warning, and the pass is topped up from the next one, so an
-            # epoch always has len(source) images and the cardinality stays known (Keras counts its steps).
-            count = len(source)
-            ds = ds.ignore_errors(log_warning=True).repeat().take(count)
-            ds = ds.apply(tf.data.experimental.assert_cardinality(count))
-        if cache:
-            ds = ds.cache()
-            if shuffle:
-                ds = ds.shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
-        elif shuffle and isinstance(source, TFDSSplit):
-            ds = ds.shuffle(min(len(source), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        def decoded(order_seed, reshuffle):
+            """The deterministic part (decoded, resized), shuffled before decoding where it is not cached."""
+            files_shuffled = shuffle and not cache and (reshuffle or isinstance(source, FileSplit))
+            ds = source.dataset(shuffle=files_shuffled, seed=order_seed, reshuffle=reshuffle)
+            ds = ds.map(lambda image, label: (prep.deterministic(image, training), label), num_parallel_calls=AUTOTUNE)
+            if isinstance(source, FileSplit):
+                # The last guard (the load-time scan left out the files Pillow cannot read): a file that fails to
+                # decode now is dropped with a logged warning, and the pass is topped up from the next one, so an
+                # epoch always has len(source) images and the cardinality stays known (Keras counts its steps).
+                ds = ds.ignore_errors(log_warning=True).repeat().take(count)
+                ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+            return ds
 
-        if prep.is_random(training):
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda pair, element_seed: (prep.augment(pair[0], element_seed), pair[1]),
-                num_parallel_calls=AUTOTUNE,
-            )
+        def shuffled(ds, order_seed, reshuffle):
+            if cache and shuffle:
+                return ds.shuffle(count, seed=order_seed, reshuffle_each_iteration=reshuffle)
+            if shuffle and isinstance(source, TFDSSplit):
+                return ds.shuffle(min(count, SHUFFLE_BUFFER), seed=order_seed, reshuffle_each_iteration=reshuffle)
+            return ds
+
+        def finished(ds, element_seeds):
+            if prep.is_random(training):
+                ds = tf.data.Dataset.zip((ds, element_seeds)).map(
+                    lambda pair, element_seed: (prep.augment(pair[0], element_seed), pair[1]),
+                    num_parallel_calls=AUTOTUNE,
+                )
+            else:
+                ds = ds.map(lambda image, label: (prep.finish(image, training), label), num_parallel_calls=AUTOTUNE)
+            return ds.batch(int(batch_size), drop_remainder=drop_remainder)
+
+        if epochs is None:
+            ds = decoded(seed, reshuffle=True)
+            if cache:
+                ds = ds.cache()
+            ds = shuffled(ds, seed, reshuffle=True)
+            ds = finished(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2))
         else:
-            ds = ds.map(lambda image, label: (prep.finish(image, training), label), num_parallel_calls=AUTOTUNE)
-        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+            first, stop = (int(e) for e in epochs)
+            if cache:
+                base = decoded(seed, reshuffle=False).cache()  # filled by the first epoch, read by the others
+
+            def one_epoch(epoch):
+                order_seed = epoch_seed(seed, epoch)
+                ds = base if cache else decoded(order_seed, reshuffle=False)
+                ds = shuffled(ds, order_seed, reshuffle=False)
+                # Each image's augmentation seed: (the epoch's seed, its position in the epoch), stateless.
+                positions = tf.data.Dataset.range(count).map(lambda i: tf.stack([tf.constant(order_seed, tf.int64), i]))
+                return finished(ds, positions)
+
+            # One pipeline per epoch with Python seeds (tf.data's shuffle takes no tensor seed here), chained.
+            ds = concatenate([one_epoch(epoch) for epoch in range(first, max(first + 1, stop))])
         options = tf.data.Options()
         options.deterministic = True
         ds = ds.with_options(options)
         return ds.prefetch(AUTOTUNE)
+
+
+def epoch_seed(seed, epoch):
+    """The seed of epoch `epoch` of a run seeded `seed`: one value per (seed, epoch) pair of the runs one makes."""
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**62)
+
+
+def concatenate(datasets):
+    """`datasets` one after the other (a balanced tree of `concatenate`, so a long run is not a deep one)."""
+    while len(datasets) > 1:
+        datasets = [a.concatenate(b) for a, b in zip(datasets[::2], datasets[1::2])] + ([datasets[-1]] if len(datasets) % 2 else [])
+    return datasets[0]

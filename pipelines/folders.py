@@ -18,10 +18,11 @@ The DTD archive (`dtd-r1.0.1.tar.gz`, unpacked): `<root>/dtd/images/<class>/*.jp
 
 import dataclasses
 import pathlib
+import warnings
 
 import numpy as np
 
-from pipelines.errors import DataError
+from pipelines.errors import DataError, DataWarning
 from pipelines.scan import is_hidden, list_images
 
 SPLITS = ("train", "validation", "test")
@@ -43,6 +44,7 @@ class FolderIndex:
         layout: a short description ("split folders", "stratified split", "DTD labels/train1.txt", ...).
         fractions: {split: fraction} of the splits still to draw from train by `draw_splits`.
         seed: the seed of that draw.
+        empty_classes: class folders that hold no image (left out of class_names).
     """
 
     root: pathlib.Path
@@ -51,6 +53,7 @@ class FolderIndex:
     layout: str
     fractions: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
+    empty_classes: list = dataclasses.field(default_factory=list)
 
 
 def canonical_split(name):
@@ -120,12 +123,43 @@ def index_folder(root, seed=0, val_fraction=0.1, test_fraction=0.1):
             f"no images in class sub-folders of {root}: expected <data-dir>/<class>/*.jpg or "
             "<data-dir>/{train,validation,test}/<class>/*.jpg"
         )
+    empty = sorted({name for classes in per_split.values() for name in classes} - set(class_names))
+    warn_empty_classes(root, class_names, empty)
     label_of = {name: i for i, name in enumerate(class_names)}
     splits = {}
     for split, classes in per_split.items():
         splits[split] = sorted((rel, label_of[name]) for name, files in classes.items() for rel in files)
     return FolderIndex(root, class_names, {split: _unzip(pairs) for split, pairs in splits.items()}, layout,
-                       _missing_fractions(splits, val_fraction, test_fraction), int(seed))
+                       _missing_fractions(splits, val_fraction, test_fraction), int(seed), empty)
+
+
+def _named(names):
+    return ", ".join(repr(name) for name in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def check_two_classes(index):
+    """DataError (one line) when `index` has fewer than two classes (naming the empty class folders, if any)."""
+    if len(index.class_names) >= 2:
+        return
+    empty = list(index.empty_classes)
+    also = f" (class folder{'s' if len(empty) > 1 else ''} {_named(empty)} {'hold' if len(empty) > 1 else 'holds'} no images)" if empty else ""
+    raise DataError(
+        f"{index.root} has one class, {index.class_names[0]!r}{also}: a classifier needs at least two; "
+        "put each class's images in its own sub-folder (<data-dir>/<class>/*.jpg)"
+    )
+
+
+def warn_empty_classes(root, class_names, empty):
+    """A DataWarning (one line) naming the class folders without images, when at least two classes remain."""
+    shown = _named(empty)
+    if empty and len(class_names) >= 2:
+        warnings.warn(
+            f"class folder{'s' if len(empty) > 1 else ''} {shown} in {root} {'hold' if len(empty) > 1 else 'holds'} no images "
+            f"and {'are' if len(empty) > 1 else 'is'} left out ({len(class_names)} classes remain); put images in "
+            f"{'them' if len(empty) > 1 else 'it'} or remove {'them' if len(empty) > 1 else 'it'}",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def draw_splits(index, readable):

@@ -127,6 +127,7 @@ def _folder_bundle(name, index, policy, stats, source, cache_dir):
     index = folders.draw_splits(index, lambda rel: rel not in missing_set and result.readable(rel))
     if "train" not in index.splits:
         raise DataError(f"no readable training image in {index.root} ({len(skipped)} unreadable)")
+    folders.check_two_classes(index)
     train_labels = set(index.splits["train"][1])
     empty = [c for i, c in enumerate(index.class_names) if i not in train_labels]
     if empty:

@@ -13,9 +13,11 @@ that is not on it, so nothing writes a file the contract does not name. The core
     <run>/dataset.json     class names and split sizes of the data the run saw
     <run>/w0.npz, regularization.json, distance_to_w0.png, fisher.npz(.json): the regularisation glue
     <run>/run.lock         locked (fcntl.flock) by the one process writing the run; holds its pid
+    <run>/sample.npz       verification and calibration images, for evaluate and export without the data
 """
 
 import contextlib
+import csv
 import datetime
 import fcntl
 import json
@@ -23,6 +25,7 @@ import os
 import tempfile
 import re
 import shlex
+import shutil
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -36,6 +39,7 @@ FISHER_FILE = "fisher.npz"
 REGULARIZATION_FILE = "regularization.json"
 DISTANCE_PLOT = "distance_to_w0.png"
 LOCK_FILE = "run.lock"
+SAMPLE_FILE = "sample.npz"
 
 FILES = {
     CONFIG_FILE: "everything needed to rebuild the run (TrainConfig)",
@@ -51,6 +55,7 @@ FILES = {
     REGULARIZATION_FILE: "the regulariser's resolved settings and what its estimates cost",
     DISTANCE_PLOT: "||w - w0|| per block at the end of the run",
     LOCK_FILE: "locked by the process writing the run (its pid inside); released when that process ends",
+    SAMPLE_FILE: "verification and calibration images (uint8) for evaluate and export when the data has moved",
 }
 
 
@@ -115,17 +120,66 @@ def replacing(file):
         raise
 
 
+@contextlib.contextmanager
+def staging(run_dir):
+    """A temporary folder in `run_dir` for the files of one step (a strategy's `finish`): when the body
+    returns, each file it holds replaces its namesake in `run_dir` in one rename; when it fails, the
+    folder is removed and `run_dir` is as it was. Yields the folder."""
+    folder = path(run_dir, f".staging.tmp-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    try:
+        yield folder
+        _move_into(folder, run_dir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _move_into(source, target):
+    """Every file under `source` renamed to the same place under `target` (folders merged, not replaced)."""
+    for name in sorted(os.listdir(source)):
+        entry, destination = os.path.join(source, name), os.path.join(target, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            os.makedirs(destination, exist_ok=True)
+            _move_into(entry, destination)
+        else:
+            os.replace(entry, destination)
+
+
 def remove_leftovers(run_dir):
-    """Remove the temporary files an interrupted write left in `run_dir` and its backup/ (call it holding the lock)."""
+    """Remove the temporary files (and staging folders) an interrupted write left in `run_dir` and its backup/
+    (call it holding the lock)."""
     removed = []
     for folder in (run_dir, path(run_dir, BACKUP_DIR)):
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):
-            if _TEMPORARY.search(name) and os.path.isfile(os.path.join(folder, name)):
-                os.remove(os.path.join(folder, name))
-                removed.append(os.path.join(folder, name))
+            entry = os.path.join(folder, name)
+            if not _TEMPORARY.search(name):
+                continue
+            if os.path.isfile(entry):
+                os.remove(entry)
+            elif os.path.isdir(entry) and name.startswith(".staging."):
+                shutil.rmtree(entry)
+            else:
+                continue
+            removed.append(entry)
     return removed
+
+
+def disk_full(error):
+    """True when `error` (or what caused it) is a full disk or an exhausted quota (ENOSPC, EDQUOT)."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_json(run_dir, name, values):
@@ -133,6 +187,39 @@ def write_json(run_dir, name, values):
     os.makedirs(run_dir, exist_ok=True)
     with replacing(path(run_dir, name)) as tmp, open(tmp, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
+
+
+def read_history(file):
+    """The rows of a history.csv ([{"epoch": int, key: float or None}, ...]); [] when there is none."""
+    if not os.path.isfile(file):
+        return []
+    rows = []
+    with open(file, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch", "").strip().isdigit():
+                continue  # a second header or a torn line of an older writer
+            rows.append({key: _number(value) for key, value in row.items() if key})
+    return rows
+
+
+def write_history(file, rows):
+    """Write history.csv whole (`replacing`): a header "epoch,<keys sorted>", one row per epoch."""
+    keys = sorted({key for row in rows for key in row} - {"epoch"})
+    with replacing(file) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *keys])
+        for row in rows:
+            writer.writerow([row["epoch"], *("" if row.get(key) is None else row[key] for key in keys)])
+
+
+def _number(text):
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        return None
 
 
 def check_writable(run_dir, flag="--out", make_parents=False):

@@ -11,8 +11,10 @@ def _strategies():
     """{name: Strategy}, filled on first use (the method packages import `models.strategies.base`,
     so importing them here at import time would be circular)."""
     if not _REGISTRY:
+        from models.adafilter.strategy import AdaFilter
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
         from models.strategies.baselines import FineTune, LastK, LinearProbe
+        from models.transtailor.strategy import TransTailor
 
         for strategy in (
             FineTune(),
@@ -21,6 +23,8 @@ def _strategies():
             SpotTune(),
             SpotTuneGlobal(),
             GlobalK(),
+            AdaFilter(),
+            TransTailor(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY

@@ -11,10 +11,13 @@ lifecycle, through hooks whose defaults do nothing:
     own_parts               top-level layers it trains and regularises itself (no regulariser term touches them)
     trainer_class           the `keras.Model` that runs `fit` (a subclass of `TransferTrainer` for a custom `train_step`)
     callbacks               Keras callbacks for `fit`
-    before_fit / after_fit  phases before and after `fit` (a head pre-training, a pruning round, ...)
+    before_fit / after_fit  phases before and after `fit` (a head pre-training, a pruning round, ...);
+                            `context.fit` runs further rounds of training, and `after_fit` may hand back a
+                            new network in `context.network` (a pruned one): the run saves and reports that
     finish                  its metrics and files once the network is trained
     files                   the files it writes in the run directory ({name: description})
     export_kind             which network `export` takes: "plain", "compact" or "routed"
+    export_note             one line the export report carries about the exported graph ("" for none)
     ships_task_delta        whether `export --delta` applies (the pretrained backbone plus k blocks)
 
 The application calls the hooks and names no strategy: a new method is a new package with a
@@ -66,6 +69,11 @@ class RunContext:
         splits: the labelled splits evaluated at the end, in train / validation / test order.
         validation_data: the validation batches of `fit`, or None.
         accuracy: {split: accuracy} of the trained network (filled before `finish`).
+        fit: `fit(network, epochs)` -> Keras History: one more round of training of `network` (the same
+            network or another, e.g. a pruned one) on the training split with validation, through the
+            same trainer factory as the main fit (the strategy's trainer class and optimizer, a fresh
+            optimizer and learning-rate schedule over `epochs`; no regulariser terms, no resume
+            checkpoint). For strategies that train in rounds (TransTailor); None where unavailable.
     """
 
     network: object
@@ -77,6 +85,7 @@ class RunContext:
     splits: list = dataclasses.field(default_factory=list)
     validation_data: object = None
     accuracy: dict = dataclasses.field(default_factory=dict)
+    fit: typing.Callable | None = None
 
 
 class Strategy:
@@ -90,6 +99,7 @@ class Strategy:
     flags: tuple = ()
     own_parts: tuple = ()
     export_kind = "plain"
+    export_note = ""
     ships_task_delta = False
     files: dict = {}
 
@@ -148,7 +158,11 @@ class Strategy:
         """
 
     def after_fit(self, context):
-        """A phase run after `fit` and before the network is saved; returns nothing."""
+        """A phase run after `fit` and before the network is saved; returns nothing.
+
+        It may replace `context.network` (for instance by a pruned network, trained further with
+        `context.fit`): the run then saves, evaluates and exports the replacement.
+        """
 
     def finish(self, context):
         """The strategy's metrics (a dict merged into metrics.json) and files, once the network is trained and evaluated."""

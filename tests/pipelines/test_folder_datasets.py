@@ -141,7 +141,7 @@ def test_errors_are_one_line_data_errors(tmp_path):
     images.text_as_jpeg(tmp_path / "a" / "x.jpg")
     with pytest.warns(DataWarning), pytest.raises(DataError, match="no readable training image"):
         load_dataset("folder", data_dir=tmp_path)
-    images.make_class_folders(tmp_path, {"a": 3})
+    images.make_class_folders(tmp_path, {"a": 3, "b": 3})  # two classes: one class is an error of its own
     with pytest.warns(DataWarning, match="1 unreadable"):
         bundle = load_dataset("folder", data_dir=tmp_path, val_fraction=0, test_fraction=0)
     with pytest.raises(DataError, match="no split"):
