@@ -12,6 +12,7 @@ def _strategies():
     so importing them here at import time would be circular)."""
     if not _REGISTRY:
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
+        from models.fitnets.strategy import FitNets
         from models.strategies.baselines import FineTune, LastK, LinearProbe
 
         for strategy in (
@@ -21,6 +22,7 @@ def _strategies():
             SpotTune(),
             SpotTuneGlobal(),
             GlobalK(),
+            FitNets(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY
