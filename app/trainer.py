@@ -58,6 +58,7 @@ class Training:
             evaluate=evaluate,
             splits=list(splits if splits is not None else evaluation_splits(bundle)),
             validation_data=validation_data,
+            trainer=self.trainer,
         )
 
 

@@ -13,6 +13,7 @@ def _strategies():
     if not _REGISTRY:
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
         from models.fitnets.strategy import FitNets
+        from models.l2t_ww.strategy import L2TWW
         from models.strategies.baselines import FineTune, LastK, LinearProbe
 
         for strategy in (
@@ -23,6 +24,7 @@ def _strategies():
             SpotTuneGlobal(),
             GlobalK(),
             FitNets(),
+            L2TWW(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY

@@ -66,6 +66,8 @@ class RunContext:
         splits: the labelled splits evaluated at the end, in train / validation / test order.
         validation_data: the validation batches of `fit`, or None.
         accuracy: {split: accuracy} of the trained network (filled before `finish`).
+        trainer: the model `fit` trains (the `trainer_class` around the network, with the training
+            terms), for the strategies whose parts live there (a teacher, meta-networks).
     """
 
     network: object
@@ -77,6 +79,7 @@ class RunContext:
     splits: list = dataclasses.field(default_factory=list)
     validation_data: object = None
     accuracy: dict = dataclasses.field(default_factory=dict)
+    trainer: object = None
 
 
 class Strategy:
