@@ -13,6 +13,7 @@ def _strategies():
     if not _REGISTRY:
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
         from models.fitnets.strategy import FitNets
+        from models.hybrid_forward.strategy import HybridForward
         from models.l2t_ww.strategy import L2TWW
         from models.strategies.baselines import FineTune, LastK, LinearProbe
 
@@ -25,6 +26,7 @@ def _strategies():
             GlobalK(),
             FitNets(),
             L2TWW(),
+            HybridForward(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY
