@@ -130,6 +130,12 @@ class L2TWWTrainer(TransferTrainer):
         self.meta_loss_tracker.update_state(objective)
         self.optimizer.secondary.apply(meta_grads, self.meta_variables)
 
+    def test_step(self, data):
+        """`TransferTrainer`'s evaluation, without the meta-objective (measured in training only)."""
+        logs = super().test_step(data)
+        logs.pop(self.meta_loss_tracker.name, None)
+        return logs
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.real_step(x, y, sample_weight)
