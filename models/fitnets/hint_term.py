@@ -25,6 +25,11 @@ def hint_loss(hint, guided):
     return 0.5 * ops.mean(ops.square(hint - ops.cast(guided, "float32")))
 
 
+def _identity_kernel(shape, dtype=None):
+    """A 1x1 convolution kernel that copies its input: `[1, 1, C, C]` identity."""
+    return ops.reshape(ops.eye(shape[-1], dtype=dtype), shape)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class HintTerm(TrainingTerm):
     """`weight * hint_loss(T_l(x), r(S_l(x)))`: the FitNets hint, added to the cross-entropy.
@@ -32,7 +37,9 @@ class HintTerm(TrainingTerm):
     T_l is feature `stage` of a frozen copy of the pretrained network (taken when the term is
     bound, before training: the teacher), always run in inference mode; S_l the same feature of
     the student, read from the trainer's forward pass (`feature_layers`); r a 1x1 convolution
-    with bias from the student's channels to the teacher's (the authors' regressor is
+    with bias from the student's channels to the teacher's, starting as the identity when the two
+    have as many channels (same network: the hint then starts at zero; our reading), else at
+    random (the authors' regressor is
     convolutional; here the two maps have the same size, so 1x1 suffices, and it is linear, as
     L2T-ww's, since a stage output may be linear: MobileNetV2's blocks end without an activation).
     The teacher and the regressor belong to this term, so they live in the resume checkpoint but
@@ -77,7 +84,12 @@ class HintTerm(TrainingTerm):
         self.teacher = frozen_copy(network, ends[: self.stage], name="fitnets_teacher")
         student_channels = call_site(network, self.feature_layers[0])[1].shape[-1]
         teacher_channels = self.teacher.outputs[self.stage].shape[-1]
-        self.regressor = keras.layers.Conv2D(int(teacher_channels), 1, name="regressor")
+        # Student and teacher start equal: with as many channels, r starts as the identity, so the
+        # hint starts at zero and measures how far the student's map drifts (our reading).
+        same = int(student_channels) == int(teacher_channels)
+        self.regressor = keras.layers.Conv2D(
+            int(teacher_channels), 1, kernel_initializer=_identity_kernel if same else "glorot_uniform", name="regressor"
+        )
         self.regressor.build((None, None, None, int(student_channels)))
 
     def call(self, outputs, images=None, training=None):

@@ -45,3 +45,9 @@ def test_the_regressor_trains_the_teacher_does_not_and_only_the_student_is_saved
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert loaded.count_params() == network.count_params() == tiny_classifier()[0].count_params()
     assert not any("teacher" in layer.name or "regressor" in layer.name for layer in loaded.layers)
+
+
+def test_the_hint_starts_at_zero_when_student_and_teacher_are_the_same_network():
+    trainer, network, term = _trainer(stage=1)
+    x = images()
+    assert float(term(trainer(x, training=False), images=x)) < 1e-10
