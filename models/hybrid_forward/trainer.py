@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from models.hybrid_forward.hybrid_paths import STUDENT, TEACHER, HybridPaths, alternating, hybrid_logits
+from models.regularizers.references import Untracked
 from models.serialization import PACKAGE
 from models.teacher.frozen_teacher import frozen_copy
 from models.teacher.stages import stage_ends
@@ -46,7 +47,7 @@ class HybridForwardTrainer(TransferTrainer):
         super().__init__(network, terms, **kwargs)
         ends = stage_ends(network)
         self.teacher = frozen_copy(network, ends, name="hybrid_teacher")
-        self._paths = _Untracked(HybridPaths(network, self.teacher, ends))
+        self._paths = Untracked(HybridPaths(network, self.teacher, ends))  # references to layers owned elsewhere
         self.owners = (alternating(len(ends), STUDENT), alternating(len(ends), TEACHER))
         self.hybrid_trackers = [keras.metrics.Mean(name=name) for name in ("student_ce", "hybrid_sts", "hybrid_tst", "hybrid_weight")]
 
@@ -63,11 +64,3 @@ class HybridForwardTrainer(TransferTrainer):
             tracker.update_state(value)
         return loss + ops.cast(weight * (hybrid[0] + hybrid[1]), loss.dtype)
 
-
-class _Untracked:
-    """Keeps the paths (references to layers owned elsewhere) out of Keras' tracking."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value

@@ -139,7 +139,7 @@ class L2TWWTrainer(TransferTrainer):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.real_step(x, y, sample_weight)
-        if self.matching.lookahead_steps >= 0 and self.meta_variables:
+        if self.matching.lookahead_steps > 0 and self.meta_variables:  # with T = 0 phi cannot reach the CE
             self.meta_step(x, y)
         self.optimizer.iterations.assign_add(1)
         # 5. nothing to roll back: the look-ahead never assigned a variable
