@@ -67,6 +67,7 @@ class Training:
             splits=list(splits if splits is not None else evaluation_splits(bundle)),
             validation_data=validation_data,
             fit=fit,
+            trainer=self.trainer,
         )
 
 

@@ -13,6 +13,9 @@ def _strategies():
     if not _REGISTRY:
         from models.adafilter.strategy import AdaFilter
         from models.spottune.strategies import GlobalK, SpotTune, SpotTuneGlobal
+        from models.fitnets.strategy import FitNets
+        from models.hybrid_forward.strategy import HybridForward
+        from models.l2t_ww.strategy import L2TWW
         from models.strategies.baselines import FineTune, LastK, LinearProbe
         from models.transtailor.strategy import TransTailor
 
@@ -25,6 +28,9 @@ def _strategies():
             GlobalK(),
             AdaFilter(),
             TransTailor(),
+            FitNets(),
+            L2TWW(),
+            HybridForward(),
         ):
             _REGISTRY[strategy.name] = strategy
     return _REGISTRY

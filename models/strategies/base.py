@@ -74,6 +74,8 @@ class RunContext:
             same trainer factory as the main fit (the strategy's trainer class and optimizer, a fresh
             optimizer and learning-rate schedule over `epochs`; no regulariser terms, no resume
             checkpoint). For strategies that train in rounds (TransTailor); None where unavailable.
+        trainer: the model `fit` trains (the `trainer_class` around the network, with the training
+            terms), for the strategies whose parts live there (a teacher, meta-networks).
     """
 
     network: object
@@ -86,6 +88,7 @@ class RunContext:
     validation_data: object = None
     accuracy: dict = dataclasses.field(default_factory=dict)
     fit: typing.Callable | None = None
+    trainer: object = None
 
 
 class Strategy:
