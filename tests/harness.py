@@ -37,12 +37,16 @@ def run_layer_test(cls, init_kwargs, inputs, tmp_path, expected_output_shape=Non
     shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, list) else tuple(inputs.shape)
     symbolic_inputs = _inputs(shapes)
     model = keras.Model(symbolic_inputs, layer(symbolic_inputs))
-    assert tuple(model.output.shape[1:]) == tuple(eager.shape[1:])
+    eager_outputs = eager if isinstance(eager, (list, tuple)) else [eager]
+    symbolic_outputs = model.outputs
+    assert [tuple(t.shape[1:]) for t in symbolic_outputs] == [tuple(t.shape[1:]) for t in eager_outputs]
 
     # one fit step (mean squared error to zeros: gradients reach every trainable weight)
     before = [np.array(w) for w in _numpy(layer.trainable_weights)]
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    model.fit(inputs, np.zeros(eager.shape, "float32"), batch_size=len(eager), epochs=1, verbose=0)
+    targets = [np.zeros(t.shape, "float32") for t in eager_outputs]
+    batch = int(eager_outputs[0].shape[0])
+    model.fit(inputs, targets if len(targets) > 1 else targets[0], batch_size=batch, epochs=1, verbose=0)
     after = _numpy(layer.trainable_weights)
     if before:
         assert any(not np.allclose(a, b) for a, b in zip(before, after)), f"{cls.__name__}: a fit step changed no weight"
