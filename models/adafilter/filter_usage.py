@@ -8,11 +8,10 @@ fine-tuned filter (g = 1), and a plot of it.
 Method page: docs/methods/adafilter.md.
 """
 
-import io
-
 import numpy as np
 
 from models.adafilter.classifier import gate_model, gated_layers
+from models.figures import pyplot, save_figure
 
 
 def filter_usage(network, dataset, class_names, max_batches=None):
@@ -53,10 +52,7 @@ def filter_usage(network, dataset, class_names, max_batches=None):
 
 def usage_figure(statistics):
     """Two panels: classes by gated layers (fraction fine-tuned), and the fraction per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(statistics["per_class"])
     matrix = np.asarray([statistics["per_class"][n] for n in names] + [statistics["per_layer"]])
@@ -80,18 +76,4 @@ def usage_figure(statistics):
 
 
 def save_usage_plot(statistics, path):
-    import matplotlib.pyplot as plt
-
-    figure = usage_figure(statistics)
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def usage_png_bytes(statistics):
-    import matplotlib.pyplot as plt
-
-    figure = usage_figure(statistics)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    save_figure(usage_figure(statistics), path)

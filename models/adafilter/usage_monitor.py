@@ -1,9 +1,9 @@
 """A Keras callback that logs AdaFilter's filter usage every epoch to TensorBoard."""
 
-import keras
+from models.epoch_monitor import EpochMonitor
 
 
-class FilterUsageMonitor(keras.callbacks.Callback):
+class FilterUsageMonitor(EpochMonitor):
     """Scalars `adafilter/overall` and `adafilter/layer_NNN` (fraction of validation images x filters using
     the fine-tuned filter) in `<logs>/adafilter`, and `adafilter_usage` in the epoch logs (history.csv).
 
@@ -16,32 +16,18 @@ class FilterUsageMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, network, dataset, class_names, log_dir, max_batches=4):
-        super().__init__()
+        super().__init__(log_dir)
         self.network = network
         self.dataset = dataset
         self.class_names = list(class_names)
-        self.log_dir = log_dir
         self.max_batches = max_batches
-        self._writer = None
 
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
+    def measure(self):
         from models.adafilter.filter_usage import filter_usage
 
         statistics = filter_usage(self.network, self.dataset, self.class_names, self.max_batches)
         if not statistics["images"]:
-            return
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
-            tf.summary.scalar("adafilter/overall", statistics["overall"])
-            for index, value in enumerate(statistics["per_layer"]):
-                tf.summary.scalar(f"adafilter/layer_{index + 1:03d}", value)
-        self._writer.flush()
-        if logs is not None:
-            logs["adafilter_usage"] = statistics["overall"]
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
+            return None
+        scalars = {"adafilter/overall": statistics["overall"]}
+        scalars.update({f"adafilter/layer_{index + 1:03d}": value for index, value in enumerate(statistics["per_layer"])})
+        return {"scalars": scalars, "logs": {"adafilter_usage": statistics["overall"]}}

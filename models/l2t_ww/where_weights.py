@@ -1,11 +1,11 @@
 """What L2T-ww learned: the mean "where" weight lambda of each (source stage, target stage) pair,
 as a table (metrics.json), a heatmap (the run directory and TensorBoard) and per-epoch scalars."""
 
-import io
-
-import keras
 import numpy as np
 from keras import ops
+
+from models.epoch_monitor import EpochMonitor
+from models.figures import figure_png_bytes, pyplot, save_figure
 
 
 def where_table(term, dataset, max_batches=None):
@@ -49,10 +49,7 @@ def where_table(term, dataset, max_batches=None):
 
 def heatmap_figure(table, title='L2T-ww "where" weight per (source, target) stage pair'):
     """A matplotlib figure: source stages (rows) by target stages (columns), the mean lambda written in each cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     matrix = np.asarray([[np.nan if v is None else v for v in row] for row in table["matrix"]], "float64")
     figure, axis = plt.subplots(figsize=(max(3.5, 0.8 * matrix.shape[1] + 2.0), max(2.5, 0.6 * matrix.shape[0] + 1.2)), dpi=100)
@@ -72,24 +69,14 @@ def heatmap_figure(table, title='L2T-ww "where" weight per (source, target) stag
 
 
 def save_heatmap(table, path):
-    import matplotlib.pyplot as plt
-
-    figure = heatmap_figure(table)
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(heatmap_figure(table), path)
 
 
 def heatmap_png_bytes(table):
-    import matplotlib.pyplot as plt
-
-    figure = heatmap_figure(table)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png_bytes(heatmap_figure(table))
 
 
-class WhereMonitor(keras.callbacks.Callback):
+class WhereMonitor(EpochMonitor):
     """Logs the learned "where" weights every epoch: TensorBoard scalars `where/M-N` and the image
     `where/heatmap` (in `log_dir`), and `where_M-N` in the epoch logs (history.csv, metrics.json's history).
 
@@ -101,28 +88,16 @@ class WhereMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, term, dataset, log_dir, max_batches=4):
-        super().__init__()
+        super().__init__(log_dir)
         self.term = term
         self.dataset = dataset
-        self.log_dir = log_dir
         self.max_batches = max_batches
-        self._writer = None
 
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
+    def measure(self):
         table = where_table(self.term, self.dataset, self.max_batches)
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
-            for pair, value in zip(table["pairs"], table["where"]):
-                tf.summary.scalar(f"where/{pair}", value)
-                if logs is not None:
-                    logs[f"where_{pair}"] = value
-            png = heatmap_png_bytes(table)
-            tf.summary.image("where/heatmap", tf.expand_dims(tf.io.decode_png(png, channels=4), 0))
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
+        pairs = list(zip(table["pairs"], table["where"]))
+        return {
+            "scalars": {f"where/{pair}": value for pair, value in pairs},
+            "images": {"where/heatmap": heatmap_png_bytes(table)},
+            "logs": {f"where_{pair}": value for pair, value in pairs},
+        }

@@ -1,9 +1,9 @@
 """A Keras callback that logs, every epoch, where a SpotTune policy sends each block."""
 
-import keras
+from models.epoch_monitor import EpochMonitor
 
 
-class RoutingMonitor(keras.callbacks.Callback):
+class RoutingMonitor(EpochMonitor):
     """Logs what a SpotTune policy does, every epoch, to TensorBoard (`<logs>/routing`).
 
     Scalars `routing/block_XX` (fraction of validation images sent to the fine-tuned copy of
@@ -19,31 +19,19 @@ class RoutingMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, network, dataset, class_names, log_dir, max_batches=8):
-        super().__init__()
+        super().__init__(log_dir)
         self.network = network
         self.dataset = dataset
         self.class_names = list(class_names)
-        self.log_dir = log_dir
         self.max_batches = max_batches
-        self._writer = None
 
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
+    def measure(self):
         from models.spottune.routing_statistics import heatmap_png_bytes, routing_statistics
 
         statistics = routing_statistics(self.network, self.dataset, self.class_names, self.max_batches)
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
-            for index, value in enumerate(statistics["fraction_finetuned"]):
-                tf.summary.scalar(f"routing/block_{index + 1:02d}", value)
-                if logs is not None:
-                    logs[f"routing_block_{index + 1:02d}"] = value
-            png = heatmap_png_bytes(statistics)
-            tf.summary.image("routing/heatmap", tf.expand_dims(tf.io.decode_png(png, channels=4), 0))
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
+        fractions = {f"block_{index + 1:02d}": value for index, value in enumerate(statistics["fraction_finetuned"])}
+        return {
+            "scalars": {f"routing/{block}": value for block, value in fractions.items()},
+            "images": {"routing/heatmap": heatmap_png_bytes(statistics)},
+            "logs": {f"routing_{block}": value for block, value in fractions.items()},
+        }

@@ -7,10 +7,9 @@ over the images of class c.
 Method page: docs/methods/spottune.md.
 """
 
-import io
-
 import numpy as np
 
+from models.figures import figure_png_bytes, pyplot, save_figure
 from models.spottune.classifier import routing_model
 
 
@@ -41,10 +40,7 @@ def routing_statistics(network, dataset, class_names, max_batches=None):
 
 def heatmap_figure(statistics, title="fraction of images routed to the fine-tuned copy"):
     """A matplotlib figure: blocks (columns) by classes (rows), plus an 'all' row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(statistics["per_class"])
     matrix = np.asarray([statistics["per_class"][n] for n in names] + [statistics["fraction_finetuned"]])
@@ -62,18 +58,8 @@ def heatmap_figure(statistics, title="fraction of images routed to the fine-tune
 
 
 def save_heatmap(statistics, path):
-    import matplotlib.pyplot as plt
-
-    figure = heatmap_figure(statistics)
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(heatmap_figure(statistics), path)
 
 
 def heatmap_png_bytes(statistics):
-    import matplotlib.pyplot as plt
-
-    figure = heatmap_figure(statistics)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png_bytes(heatmap_figure(statistics))
