@@ -74,10 +74,12 @@ class TFLiteRunner:
 
     interpreter_name = "LiteRT"
 
-    def __init__(self, path, threads=1):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path, threads=1, default_delegate=True):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=int(threads))
+        # default_delegate=False: LiteRT's builtin kernels only, without XNNPACK (bench.routed_latency).
+        resolver = OpResolverType.AUTO if default_delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = Interpreter(model_path=str(path), num_threads=int(threads), experimental_op_resolver_type=resolver)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         if list(self.input["shape"][1:]) and self.input["shape"][0] != 1:
