@@ -34,6 +34,7 @@ def test_a_tiny_run_prints_routed_and_plain_side_by_side_with_and_without_the_sp
     assert re.search(r"routed: \d+ subgraphs, 18 IF in \d+ main-graph ops; XNNPACK made \d+ DELEGATE partition", out)
     assert re.search(r"routed: 18 If, \d+ Conv, \d+ Transpose in \d+ nodes", out)
     header = next(line for line in out.splitlines() if line.strip().startswith("case"))
-    assert header.split()[1:] == ["policy/backbone", "MACs", "LiteRT", "f32", "ONNX", "f32", "LiteRT", "f32", "noXNN", "ONNX", "f32", "noopt"]
+    assert header.split()[1:] == ["policy/backbone", "MACs", "LiteRT", "f32", "ONNX", "f32", "LiteRT", "f32", "noXNN", "ONNX", "f32", "noopt", "ONNX", "f32", "viaTFL"]
     summary = next(line for line in out.splitlines() if line.strip().startswith("resnet20 8px stem-feature policy"))
-    assert len(re.findall(r"\d+\.\d+x", summary)) == 4, summary
+    assert len(re.findall(r"\d+\.\d+x", summary)) == 5, summary
+    assert re.search(r"plain converted from its TFLite file as the routed one is: \d+\.\d+ ms, \d+\.\d+x the plain file; routed / it \d+\.\d+x", out)
