@@ -37,4 +37,6 @@ def test_a_tiny_run_prints_routed_and_plain_side_by_side_with_and_without_the_sp
     assert header.split()[1:] == ["policy/backbone", "MACs", "LiteRT", "f32", "ONNX", "f32", "LiteRT", "f32", "noXNN", "ONNX", "f32", "noopt", "ONNX", "f32", "viaTFL"]
     summary = next(line for line in out.splitlines() if line.strip().startswith("resnet20 8px stem-feature policy"))
     assert len(re.findall(r"\d+\.\d+x", summary)) == 5, summary
+    fastest = out.splitlines()[out.splitlines().index(summary) + 5]
+    assert fastest.strip().startswith("resnet20 8px stem-feature policy") and len(re.findall(r"\d+\.\d+x", fastest)) == 4, fastest
     assert re.search(r"plain converted from its TFLite file as the routed one is: \d+\.\d+ ms, \d+\.\d+x the plain file; routed / it \d+\.\d+x", out)
