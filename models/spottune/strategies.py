@@ -120,6 +120,12 @@ class SpotTune(Strategy):
             seed=extra.get("seed"),
         )
 
+    def check(self, options, num_blocks):
+        super().check(options, num_blocks)
+        extra = options.extra
+        if extra.get("policy") == "stem_features" and extra.get("policy_image_size") is not None:
+            raise ModelConfigError("--policy-image-size does not apply to --policy stem_features (it reads the stem's output); drop one")
+
     def policy_choice(self, extra):
         """The builder's `policy`: `--policy` (per_image by default) for spottune."""
         return extra.get("policy") or self.policy

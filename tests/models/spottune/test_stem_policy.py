@@ -55,6 +55,9 @@ def test_strategy_default_stays_the_authors_policy_and_bad_combinations_fail_in_
         get_strategy("spottune_global").check(StrategyOptions(extra={"policy": "stem_features"}), 3)
     with pytest.raises(ModelConfigError, match="policy-image-size"):
         tiny_spottune("stem_features", policy_image_size=8)
+    with pytest.raises(ModelConfigError, match="policy-image-size"):
+        spottune.check(StrategyOptions(extra={"policy": "stem_features", "policy_image_size": 16}), 3)
+    spottune.check(StrategyOptions(extra={"policy_image_size": 16}), 3)  # the authors' policy takes it
 
 
 def test_a_training_step_trains_the_policy_with_its_own_optimizer_and_no_gradient_reaches_the_stem_through_it():
