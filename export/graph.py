@@ -22,7 +22,9 @@ Routed (SpotTune) models have two graphs:
   pretrained copy), drives two `tf.cond` per block: the fine-tuned copy runs only if some image of
   the batch chose it, the pretrained copy only if some image did not; the untaken side is zeros and
   the two are mixed with the 0/1 decision, exactly as `RoutedBlock` does. For one image exactly one
-  copy of each block runs. TFLite turns the conds into IF ops, ONNX into If nodes.
+  copy of each block runs. TFLite turns the conds into IF ops, ONNX into If nodes. The policy reads
+  the normalised image, or the stem's output for the "stem_features" policy (computed once, shared
+  with the blocks).
 - "both": the Keras model as it is: both copies of every block run and are mixed. The fallback
   where a converter or interpreter cannot run the conditional graph.
 """
@@ -103,7 +105,7 @@ def conditional_routed_function(model):
         deterministic inference (dropout and the global-k penalty are identities there).
     """
     from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, NORMALIZATION_NAME, STEM_NAME
-    from models.spottune.classifier import POLICY_NAME, routed_blocks
+    from models.spottune.classifier import POLICY_NAME, reads_stem, routed_blocks
 
     normalize = normalization_function(model.get_layer(NORMALIZATION_NAME))
     policy = model.get_layer(POLICY_NAME)
@@ -114,9 +116,9 @@ def conditional_routed_function(model):
 
     def serve(image):
         x = normalize(to_float(image))
-        logits = policy(x, training=False)
-        chosen = tf.greater(logits[..., 1], logits[..., 0])  # [batch, L], True = fine-tuned copy
         h = stem(x, training=False)
+        logits = policy(h if reads_stem(policy) else x, training=False)
+        chosen = tf.greater(logits[..., 1], logits[..., 0])  # [batch, L], True = fine-tuned copy
         for index, block in enumerate(blocks):
             h = _conditional_block(block, h, chosen[:, index])
         return {OUTPUT_NAME: classifier(head(h, training=False))}

@@ -74,10 +74,12 @@ class TFLiteRunner:
 
     interpreter_name = "LiteRT"
 
-    def __init__(self, path, threads=1):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path, threads=1, default_delegate=True):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=int(threads))
+        # default_delegate=False: LiteRT's builtin kernels only, without XNNPACK (bench.routed_latency).
+        resolver = OpResolverType.AUTO if default_delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = Interpreter(model_path=str(path), num_threads=int(threads), experimental_op_resolver_type=resolver)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         if list(self.input["shape"][1:]) and self.input["shape"][0] != 1:
@@ -181,11 +183,18 @@ def median_latency_ms(runner, image, runs=50, warmup=5):
     return float(np.median(times) * 1e3)
 
 
-def paired_latencies_ms(runners, image, runs=50, warmup=5):
+def paired_latencies_ms(runners, image, runs=50, warmup=5, statistic=np.median):
     """{name: median batch-1 ms} of several runners timed in turns, so that they share the machine's load.
 
     Ratios of these medians are steadier on a busy machine than ratios of separate measurements.
+    `statistic` (e.g. `np.min`, the least disturbed call) replaces the median.
     """
+    samples = paired_latency_samples_ms(runners, image, runs, warmup)
+    return {name: float(statistic(values)) for name, values in samples.items()}
+
+
+def paired_latency_samples_ms(runners, image, runs=50, warmup=5):
+    """{name: [ms of each batch-1 call]} of several runners timed in turns (see `paired_latencies_ms`)."""
     for runner in runners.values():
         for _ in range(int(warmup)):
             runner(image)
@@ -194,8 +203,8 @@ def paired_latencies_ms(runners, image, runs=50, warmup=5):
         for name, runner in runners.items():
             start = time.perf_counter()
             runner(image)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values) * 1e3) for name, values in times.items()}
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def wilson_interval(successes, count, z=1.959963984540054):

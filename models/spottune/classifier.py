@@ -4,6 +4,8 @@
                                        |                ^ (RoutedBlock, reads routing[:, l])
                                        +-> "policy" [-> "global_k"] -> "gate" (routing [batch, L, 2])
 
+(policy "stem_features": the policy reads the stem's output instead of the normalised image.)
+
 The model has one output, the logits, so it compiles, fits, evaluates and exports like every other
 adaptune classifier. The routing is read from the same layers through `routing_model(model)`, a
 view that shares every weight and also returns the per-image decisions and probabilities.
@@ -37,11 +39,13 @@ from models.spottune.global_k_penalty import GlobalKPenalty
 from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
 from models.spottune.policy_network import PolicyNetwork
+from models.spottune.stem_policy import STEM_POLICY_WIDTHS, StemFeaturePolicy
 from models.spottune.routed_block import FINETUNED_BN_MODES, FROZEN_BN_MODES, RoutedBlock, freeze_batchnorm, set_trainable
 from models.spottune.names import GATE_NAME, GLOBAL_K_NAME, POLICY_NAME  # noqa: F401  (defined without Keras there)
 from models.spottune.temperature_schedule import gumbel_gates
 
-POLICIES = ("per_image", "global", "fixed")
+POLICIES = ("per_image", "stem_features", "global", "fixed")
+PER_IMAGE_POLICY_WIDTHS = (32, 64, 128, 256)  # the authors' policy network
 
 
 def build_spottune_classifier(
@@ -55,7 +59,7 @@ def build_spottune_classifier(
     frozen_bn="frozen",
     bn="train",
     decisions=None,
-    policy_widths=(32, 64, 128, 256),
+    policy_widths=None,
     policy_image_size=None,
     global_k=None,
     train_stem=True,
@@ -72,8 +76,9 @@ def build_spottune_classifier(
         num_classes: size of the new Dense classifier.
         normalization: keyword arguments of `ChannelNormalization`, or None for the backbone's
             `source_normalization`.
-        policy: "per_image" (the authors' policy network), "global" (one logit pair per block),
-            or "fixed" (the 0/1 `decisions`, e.g. a global-k result or "last-k").
+        policy: "per_image" (the authors' policy network, on the image), "stem_features" (a light
+            per-image policy on the stem's output, `StemFeaturePolicy`), "global" (one logit pair
+            per block), or "fixed" (the 0/1 `decisions`, e.g. a global-k result or "last-k").
         temperature: initial Gumbel-softmax temperature (authors: 5, constant).
         hard: straight-through one-hot gate (True, the authors') or soft mixing (False).
         inference: "deterministic" (most likely path; default, for evaluation and export) or
@@ -84,8 +89,10 @@ def build_spottune_classifier(
             "train" or "frozen" (inference mode, pretrained statistics and affine parameters kept,
             as `finetune` does with the same flag); the policy network's own BatchNorm always trains.
         decisions: with policy="fixed", one 0/1 per block (1 = fine-tuned copy).
-        policy_widths: stem and stage widths of the per-image policy network.
-        policy_image_size: side the per-image policy resizes its input to; None = no resize.
+        policy_widths: widths of a per-image policy: stem and stage widths of "per_image" (default
+            32 / 64 / 128 / 256), convolution widths of "stem_features" (default 16 / 32 / 64);
+            None = that default.
+        policy_image_size: side the "per_image" policy resizes its input to; None = no resize.
         global_k: None, or a dict with `target_k` (and optionally `count_weight`,
             `binarize_weight`): adds the global-k loss terms in training (`GlobalKPenalty`).
         train_stem: whether the stem is trained (the authors: yes).
@@ -99,7 +106,8 @@ def build_spottune_classifier(
         head, [dropout,] classifier, policy, [global_k,] gate.
 
     Raises:
-        ModelConfigError: bad policy, decisions, frozen_bn, inference or num_classes.
+        ModelConfigError: bad policy, decisions, frozen_bn, inference, num_classes, or a
+            policy_image_size with policy "stem_features".
     """
     num_blocks = backbone.num_blocks
     if policy not in POLICIES:
@@ -117,6 +125,8 @@ def build_spottune_classifier(
             )
     elif decisions is not None:
         raise ModelConfigError(f"decisions are only used with policy 'fixed', not {policy!r}")
+    if policy_image_size is not None and policy == "stem_features":
+        raise ModelConfigError("policy_image_size (--policy-image-size) does not apply to policy 'stem_features': it reads the stem's output")
     if global_k is not None:
         global_k = dict(global_k)
         unknown = set(global_k) - {"target_k", "count_weight", "binarize_weight"}
@@ -136,7 +146,11 @@ def build_spottune_classifier(
     # === Layers ===
     norm_layer = ChannelNormalization(**dict(norm_kwargs), name=NORMALIZATION_NAME)
     if policy == "per_image":
-        policy_layer = PolicyNetwork(num_blocks, widths=policy_widths, image_size=policy_image_size, name=POLICY_NAME)
+        widths = PER_IMAGE_POLICY_WIDTHS if policy_widths is None else policy_widths
+        policy_layer = PolicyNetwork(num_blocks, widths=widths, image_size=policy_image_size, name=POLICY_NAME)
+    elif policy == "stem_features":
+        widths = STEM_POLICY_WIDTHS if policy_widths is None else policy_widths
+        policy_layer = StemFeaturePolicy(num_blocks, widths=widths, name=POLICY_NAME)
     elif policy == "global":
         policy_layer = GlobalPolicy(num_blocks, name=POLICY_NAME)
     else:
@@ -165,15 +179,25 @@ def build_spottune_classifier(
     # === Functional Model ===
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = norm_layer(inputs)
-    logits = policy_layer(x)
+    if reads_stem(policy_layer):
+        h = backbone.stem(x)
+        logits = policy_layer(h)
+    else:  # the layer order of the models saved before the stem policy existed
+        logits = policy_layer(x)
     if penalty is not None:
         logits = penalty(logits)
     routing = gate(logits)
-    h = backbone.stem(x)
+    if not reads_stem(policy_layer):
+        h = backbone.stem(x)
     for block in routed:
         h = block([h, routing])
     outputs = classify(backbone.head(h), classifier, dropout)
     return keras.Model(inputs, outputs, name=name or f"{backbone.name}_spottune")
+
+
+def reads_stem(policy_layer):
+    """Whether a policy layer takes the stem's output (StemFeaturePolicy) rather than the normalised image."""
+    return getattr(policy_layer, "input_source", "image") == "stem"
 
 
 def routed_blocks(model):

@@ -7,3 +7,4 @@ GLOBAL_K_NAME = "global_k"
 INFERENCE_MODES = ("deterministic", "sample")  # routing at evaluation (models.spottune.gumbel_softmax)
 FROZEN_BN_MODES = ("frozen", "train", "train_affine")  # BatchNorm of the frozen copies (models.spottune.routed_block)
 SCHEDULES = ("constant", "exponential")  # temperature schedules (models.spottune.temperature_schedule)
+PER_IMAGE_POLICIES = ("per_image", "stem_features")  # --policy of strategy spottune (models.spottune.classifier)

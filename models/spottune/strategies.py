@@ -2,7 +2,8 @@
 CVPR 2019): every block has a frozen pretrained copy and a fine-tuned copy, and a policy picks
 one per image and block, trained end to end through a Gumbel-softmax gate.
 
-- `spottune`: the authors' per-image policy network.
+- `spottune`: the authors' per-image policy network (`--policy per_image`, default), or a light
+  per-image policy on the stem's features (`--policy stem_features`, issue 14).
 - `spottune_global`: one learned logit pair per block, shared by all images.
 - `global_k`: the global policy plus the two loss terms of the paper's Sec. 3.3,
   `l1 * (sum_l v_l - k)^2 + l2 * sum_l (-v_l log v_l)`, so that exactly k blocks end fine-tuned
@@ -17,7 +18,16 @@ command line before TensorFlow loads.
 """
 
 from models.flags import Flag
-from models.spottune.names import FROZEN_BN_MODES, GATE_NAME, GLOBAL_K_NAME, INFERENCE_MODES, POLICY_NAME, SCHEDULES
+from models.errors import ModelConfigError
+from models.spottune.names import (
+    FROZEN_BN_MODES,
+    GATE_NAME,
+    GLOBAL_K_NAME,
+    INFERENCE_MODES,
+    PER_IMAGE_POLICIES,
+    POLICY_NAME,
+    SCHEDULES,
+)
 from models.strategies.base import Strategy
 
 # Default weights of the global-k terms: chosen by the sweep in bench/global_k_sweep.py
@@ -52,6 +62,13 @@ SPOTTUNE_FLAGS = (
     Flag("policy_weight_decay", float, "policy network weight decay (default 1e-3, the authors')", minimum=0),
     Flag("policy_image_size", int, "input side of the per-image policy network (default: the training size)", minimum=8),
 )
+POLICY_FLAG = Flag(
+    "policy",
+    str,
+    "spottune's per-image policy: per_image (default, the authors' network on the image) or "
+    "stem_features (a light one on the stem's output)",
+    choices=PER_IMAGE_POLICIES,
+)
 GLOBAL_K_FLAGS = (
     Flag("count_weight", float, "global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep)", minimum=0),
     Flag("binarize_weight", float, "global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep)", minimum=0),
@@ -74,7 +91,7 @@ class SpotTune(Strategy):
     description = "per-image policy network routes each block to its frozen or fine-tuned copy"
     family = "SpotTune"
     policy = "per_image"
-    flags = SPOTTUNE_FLAGS
+    flags = SPOTTUNE_FLAGS + (POLICY_FLAG,)
     # The routing machinery did not exist in the source model and has its own weight decay in
     # its own optimizer: no regulariser term pulls or decays it (see models.regularizers.variables).
     own_parts = (POLICY_NAME, GATE_NAME, GLOBAL_K_NAME)
@@ -92,7 +109,7 @@ class SpotTune(Strategy):
             backbone,
             num_classes,
             normalization=normalization,
-            policy=self.policy,
+            policy=self.policy_choice(extra),
             temperature=float(extra.get("tau", DEFAULT_TAU)),
             inference=extra.get("inference", "deterministic"),
             frozen_bn=extra.get("frozen_bn", "frozen"),
@@ -102,6 +119,16 @@ class SpotTune(Strategy):
             dropout=options.dropout,
             seed=extra.get("seed"),
         )
+
+    def check(self, options, num_blocks):
+        super().check(options, num_blocks)
+        extra = options.extra
+        if extra.get("policy") == "stem_features" and extra.get("policy_image_size") is not None:
+            raise ModelConfigError("--policy-image-size does not apply to --policy stem_features (it reads the stem's output); drop one")
+
+    def policy_choice(self, extra):
+        """The builder's `policy`: `--policy` (per_image by default) for spottune."""
+        return extra.get("policy") or self.policy
 
     def optimizer(self, network, network_optimizer, options):
         """The network's optimizer for the network, the policy's own for the variables under "policy/"."""
@@ -147,7 +174,18 @@ class SpotTuneGlobal(SpotTune):
     name = "spottune_global"
     description = "one learned routing decision per block, shared by all images"
     policy = "global"
+    flags = SPOTTUNE_FLAGS
     files = {**SpotTune.files, COMPACT_FILE: "the compact plain network, one copy per block"}
+
+    def check(self, options, num_blocks):
+        super().check(options, num_blocks)
+        if options.extra.get("policy") is not None:
+            raise ModelConfigError(
+                f"--policy only applies to strategy spottune; {self.name} learns one global policy (drop --policy)"
+            )
+
+    def policy_choice(self, extra):
+        return self.policy
 
     def finish(self, context):
         """SpotTune's routing report, plus the policy's probabilities and the compact model (compact.keras)."""

@@ -25,6 +25,7 @@ from models.spottune.global_policy import GlobalPolicy
 from models.spottune.gumbel_softmax import GumbelSoftmax
 from models.spottune.policy_network import PolicyNetwork
 from models.spottune.routed_block import RoutedBlock
+from models.spottune.stem_policy import StemFeaturePolicy
 from models.transtailor.filter_scale import FilterScale
 from tests.fixtures import images, labels, perturb, tiny_backbone, tiny_classifier
 from tests.harness import run_layer_test, run_term_test
@@ -51,6 +52,7 @@ LAYER_CASES = {
     "GlobalPolicy": (GlobalPolicy, {"num_blocks": 3, "logits_initializer": "random_normal"}, PIXELS),
     "GumbelSoftmax": (GumbelSoftmax, {"temperature": 2.0, "seed": 3}, LOGITS),
     "PolicyNetwork": (PolicyNetwork, {"num_blocks": 3, "widths": (4, 4, 8, 8)}, PIXELS),
+    "StemFeaturePolicy": (StemFeaturePolicy, {"num_blocks": 3, "widths": (4, 8)}, FEATURES),
     "ResidualShortcut": (ResidualShortcut, {"filters": 8, "strides": 2}, FEATURES),
     "FilterScale": (FilterScale, {}, FEATURES),
     "ZeroState": (ZeroState, {"units": 3}, FEATURES),
