@@ -17,7 +17,8 @@ l2sp_fisher, l1sp, gl_sp, delta: trained with finetune), or both joined by '+' (
 optionally followed by settings of its own after ':' (linear:lr=0.01, l2sp:alpha=0.01:beta=0.01),
 which win over the shared ones for that method only.
 Writes OUT/results.md, OUT/results.csv and OUT/results.png (mean test accuracy with one standard
-deviation as error bars), and prints the table.
+deviation as error bars), OUT/cells.csv (one row per cell: method, fraction, seed, accuracies), and
+prints the table.
 """
 
 import argparse
@@ -33,6 +34,7 @@ from models.errors import ModelConfigError
 
 PROGRAM = "python -m app.compare"
 RESULTS = "results"
+CELLS = "cells.csv"
 DEFAULT_K = 3
 DECATHLON_TASKS = (
     "aircraft", "cifar100", "daimlerpedcls", "dtd", "gtsrb", "imagenet12", "omniglot", "svhn", "ucf101", "vgg-flowers",
@@ -363,13 +365,14 @@ def main(argv=None):
             f.write(table + "\n")
         os.replace(prefix + ".md.tmp", prefix + ".md")
         write_csv(prefix + ".csv", lines)
+        write_csv(os.path.join(args.out, CELLS), rows)  # one row per cell: the table's inputs, for other summaries
         plot(prefix + ".png", lines)
         print("\n" + table)
         if args.decathlon:
             print("\nVisual Decathlon score (validation split; test labels are hidden):")
             for method, (score, scored) in decathlon_lines(lines).items():
                 print(f"  {method}: {score:.0f} over {len(scored)} task(s): {', '.join(scored)}")
-        print(f"\nwritten: {prefix}.md, {prefix}.csv, {prefix}.png")
+        print(f"\nwritten: {prefix}.md, {prefix}.csv, {prefix}.png, {os.path.join(args.out, CELLS)}")
         if missing:
             print(f"not finished yet, left out of the table: {len(missing)} cells ({', '.join(os.path.basename(m) for m in missing[:5])}{' ...' if len(missing) > 5 else ''})")
         for line in failed:

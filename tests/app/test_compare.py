@@ -81,6 +81,13 @@ def test_compare_writes_the_table_and_a_rerun_trains_nothing(tmp_path, capsys):
         assert float(line["accuracy_std"]) == pytest.approx(np.std(accuracies, ddof=1))
         assert int(line["trainable_parameters"]) == cells[0]["trainable_parameters"]
         assert cells[0]["images"]["train"] < 0.25 * 1435  # the 0.2 fraction of the embedded training split
+    with open(out / "cells.csv") as f:
+        cells = {(row["method"], int(row["seed"])): row for row in csv.DictReader(f)}
+    assert sorted(cells) == [("finetune", 0), ("finetune", 1), ("linear", 0), ("linear", 1)]
+    for (method, seed), row in cells.items():
+        metrics = json.loads((out / "cells" / f"{method}-f0.2-s{seed}" / "metrics.json").read_text())
+        assert float(row["accuracy"]) == metrics["accuracy"]["test"] and row["split"] == "test"
+        assert float(row["validation"]) == metrics["accuracy"]["validation"]
     linear, finetune = (int(l["trainable_parameters"]) for l in sorted(lines, key=lambda l: l["method"] != "linear"))
     assert linear < finetune
     assert (out / "results.png").stat().st_size > 1000 and "| finetune |" in (out / "results.md").read_text()

@@ -45,7 +45,10 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_its_accuracy(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["finetune", "spottune", "spottune_global", "global_k"])
+# One case per training lifecycle with state of its own: the per-image policy network (spottune) and the
+# global policy with its top-k finish (global_k, a SpotTuneGlobal). Plain Keras fit (finetune) is covered,
+# weights and all, by tests/app/test_reliability.py::test_a_killed_and_resumed_run_ends_with_...
+@pytest.mark.parametrize("strategy", ["spottune", "global_k"])
 def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path, strategy):
     run = tmp_path / "run"
     k = ["--k", "3"] if strategy == "global_k" else []
