@@ -51,16 +51,33 @@ class ThroughputMeter(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimiser's current learning rate to the epoch logs (so TensorBoard plots it)."""
+    """Adds the optimiser's current learning rate to the epoch logs (so TensorBoard plots it): the
+    pretrained layers' as `learning_rate`, and with parameter groups the new layers' as `head_learning_rate`."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        optimizer = self.model.optimizer
-        rate = optimizer.learning_rate
-        if callable(rate):
-            rate = rate(optimizer.iterations)
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        logs["learning_rate"] = current_rate(self.model.optimizer)
+        groups = parameter_groups(self.model.optimizer)
+        if groups is not None:
+            logs["head_learning_rate"] = current_rate(groups.secondary)
+
+
+def current_rate(optimizer):
+    """The learning rate `optimizer` applies at its current step, as a float."""
+    rate = optimizer.learning_rate
+    if callable(rate):
+        rate = rate(optimizer.iterations)
+    return float(keras.ops.convert_to_numpy(rate))
+
+
+def parameter_groups(optimizer):
+    """The network's two-group optimizer (`app.trainer.network_optimizer`) inside `optimizer`, or None."""
+    while optimizer is not None and hasattr(optimizer, "is_secondary"):
+        if optimizer.name == "parameter_groups":
+            return optimizer
+        optimizer = optimizer.main
+    return None
 
 
 class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):

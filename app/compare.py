@@ -113,7 +113,7 @@ def build_parser():
     for flag, kind in (
         ("--backbone", str), ("--weights", str), ("--dataset", str), ("--data-dir", str), ("--tfds-data-dir", str),
         ("--image-size", int), ("--epochs", int), ("--batch-size", int), ("--lr", float), ("--optimizer", str),
-        ("--bn", str), ("--k", int), ("--warmup-epochs", int),
+        ("--bn", str), ("--k", int), ("--warmup-epochs", int), ("--head-lr-ratio", float), ("--head-epochs", int),
     ):
         base.add_argument(flag, type=kind)
     base.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -134,7 +134,7 @@ def base_values(args):
     """The TrainConfig fields and extra settings shared by every cell."""
     values = {}
     for name in ("backbone", "weights", "dataset", "data_dir", "tfds_data_dir", "image_size", "epochs", "batch_size",
-                 "lr", "optimizer", "bn", "warmup_epochs"):
+                 "lr", "optimizer", "bn", "warmup_epochs", "head_lr_ratio", "head_epochs"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     extra = {}
@@ -146,13 +146,19 @@ def base_values(args):
         key = key.strip().replace("-", "_")
         value = text.strip().split(",") if key == "eval_splits" else _value(text.strip())
         (values if key in fields else extra)[key] = value
+    from app.train import DEFAULT_BACKBONE, default_backbone_settings
+
+    # As app.train: the offline ImageNet MobileNetV2 where no backbone is named (Decathlon tasks keep 72 px).
+    chosen = {"backbone": DEFAULT_BACKBONE["backbone"]} if getattr(args, "decathlon", False) else default_backbone_settings(values)
+    for key, value in chosen.items():
+        values.setdefault(key, value)
     values["extra"] = extra
     return values
 
 
 def cell_config(base, method, seed, fraction, k, task=None):
     """The TrainConfig of one cell."""
-    from app.recipes import apply_backbone_recipe
+    from app.recipes import apply_recipes
 
     values = {**base, "extra": dict(base.get("extra", {}))}
     values.update(strategy=method.strategy, regularizer=method.regularizer, seed=int(seed))
@@ -168,7 +174,7 @@ def cell_config(base, method, seed, fraction, k, task=None):
     if task is not None:
         values["dataset"] = task
     config = TrainConfig.from_dict(values)
-    return apply_backbone_recipe(config, explicit=set(values) | set(values["extra"]))
+    return apply_recipes(config, explicit=set(values) | set(values["extra"]))
 
 
 def cell_directory(out, method, seed, fraction, task=None):

@@ -1,12 +1,29 @@
-"""Training settings a backbone needs from its pretrained weights, applied where the user gave none.
+"""Training settings a backbone or a strategy needs, applied where the user gave none.
 
 A backbone may declare a recipe (`models.backbones.recipe_of`): for instance the ImageNet
-MobileNets fine-tune only with BatchNorm in inference mode (README, "ImageNet backbones"). A value
+MobileNets fine-tune only with BatchNorm in inference mode, the pretrained layers at lr 0.001 and
+the new classifier at ten times that (README, "ImageNet backbones"). A strategy may declare
+defaults that depend on the run (`Strategy.config_defaults`: lp_ft's head phase is a share of the
+epochs). A value
 given on the command line, in --config or in `python -m app.compare --set` always wins; the run's
 config.json records the values used, so --resume and export rebuild the same run.
 """
 
 import dataclasses
+
+
+def apply_recipes(config, explicit):
+    """`config` with its backbone's recipe, then its strategy's defaults, for every setting not in `explicit`."""
+    return apply_strategy_defaults(apply_backbone_recipe(config, explicit), explicit)
+
+
+def apply_strategy_defaults(config, explicit):
+    """`config` with the strategy's `config_defaults` for every TrainConfig field not in `explicit`."""
+    from models.strategies import get_strategy
+
+    defaults = get_strategy(config.strategy).config_defaults(config)
+    changes = {key: value for key, value in defaults.items() if key not in explicit}
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def apply_backbone_recipe(config, explicit):

@@ -53,7 +53,9 @@ class Training:
             """One more round of training of `network`: a fresh trainer and schedule over `epochs`."""
             round_config = dataclasses.replace(config, epochs=int(epochs))
             steps = steps_per_epoch(config, bundle)
-            trainer = compile_trainer(self.strategy, network, self.options, [], network_optimizer(round_config, steps))
+            round_config = dataclasses.replace(round_config, head_epochs=0)  # a later round: the head is trained
+            optimizer = network_optimizer(round_config, steps, self.strategy.new_parts(self.options))
+            trainer = compile_trainer(self.strategy, network, self.options, [], optimizer)
             train_data = bundle.batches("train", config.batch_size, training=True, image_size=self.image_size, seed=config.seed)
             return trainer.fit(train_data, validation_data=validation_data, epochs=int(epochs), verbose=0, shuffle=False)
 
@@ -75,19 +77,47 @@ def steps_per_epoch(config, bundle):
     return max(1, math.ceil(bundle.split_sizes["train"] / config.batch_size))
 
 
-def network_optimizer(config, steps):
-    """SGD with momentum (or Adam) on a linear-warmup + cosine schedule over the whole run of `config.epochs * steps` steps."""
-    total_steps = max(1, steps * config.epochs)
-    warmup_steps = min(config.warmup_epochs, max(config.epochs - 1, 0)) * steps
+def network_optimizer(config, steps, new_parts=()):
+    """The optimizer of the network's weights: one group, or two with their own learning rates.
+
+    Pretrained layers train at `config.lr`; the new layers (variables whose path starts with one of
+    `new_parts`: the classifier, FitNets' regressors, ...) at `config.lr * config.head_lr_ratio`.
+    TLlib trains every method so (backbone 0.1x the head's rate); LP-FT (Kumar et al., ICLR 2022)
+    trains the head alone first, here `config.head_epochs` epochs in which the pretrained group's
+    rate is held at 0 (`models.schedules.DelayedStart`), then everything. Each group is SGD with
+    momentum (or Adam) on a linear-warmup + cosine schedule: the head's over the whole run, the
+    pretrained group's over the epochs after the head phase. With a ratio of 1 and no head phase
+    this is the single optimizer of earlier runs (their checkpoints resume unchanged).
+    """
+    ratio, head_epochs = float(config.head_lr_ratio), int(config.head_epochs)
+    pretrained = single_optimizer(config, steps, config.lr, delay_epochs=head_epochs)
+    if not new_parts or (ratio == 1.0 and head_epochs == 0):
+        return pretrained
+    from models.split_optimizer import SplitOptimizer
+
+    head = single_optimizer(config, steps, config.lr * ratio)
+    return SplitOptimizer(pretrained, head, list(new_parts), name="parameter_groups")
+
+
+def single_optimizer(config, steps, peak_lr, delay_epochs=0):
+    """SGD with momentum (or Adam) peaking at `peak_lr`, held at 0 for `delay_epochs`, then a linear
+    warm-up + cosine schedule over the remaining `config.epochs - delay_epochs` epochs of `steps` steps."""
+    from models.schedules import DelayedStart
+
+    epochs = max(config.epochs - delay_epochs, 1)
+    total_steps = max(1, steps * epochs)
+    warmup_steps = min(config.warmup_epochs, max(epochs - 1, 0)) * steps
     if config.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.lr if warmup_steps == 0 else 0.0,
+            initial_learning_rate=peak_lr if warmup_steps == 0 else 0.0,
             decay_steps=max(1, total_steps - warmup_steps),
-            warmup_target=config.lr if warmup_steps else None,
+            warmup_target=peak_lr if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
     else:
-        rate = config.lr
+        rate = peak_lr
+    if delay_epochs:
+        rate = DelayedStart(rate, delay_steps=delay_epochs * steps)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=rate)
     return keras.optimizers.SGD(learning_rate=rate, momentum=config.momentum)
@@ -126,5 +156,6 @@ def build_trainer(config, bundle, run_directory, cache_directory=None, verbose=T
     network, backbone, image_size, normalization_source = build_model(config, bundle)
     terms = list(strategy.training_terms(network, options))
     terms += regularization_terms(config, network, backbone, bundle, run_directory, image_size, cache_directory, verbose)
-    trainer = compile_trainer(strategy, network, options, terms, network_optimizer(config, steps_per_epoch(config, bundle)))
+    optimizer = network_optimizer(config, steps_per_epoch(config, bundle), strategy.new_parts(options))
+    trainer = compile_trainer(strategy, network, options, terms, optimizer)
     return Training(trainer, network, backbone, strategy, options, image_size, normalization_source)

@@ -28,6 +28,8 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.05
+    head_lr_ratio: float = 1.0
+    head_epochs: int = 0
     momentum: float = 0.9
     optimizer: str = "sgd"
     schedule: str = "cosine"
@@ -52,6 +54,13 @@ class TrainConfig:
             raise ModelConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ModelConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not (self.head_lr_ratio > 0 and math.isfinite(self.head_lr_ratio)):
+            raise ModelConfigError(f"--head-lr-ratio must be a positive number (the new layers' rate / --lr), got {self.head_lr_ratio}")
+        if not 0 <= self.head_epochs < self.epochs:
+            raise ModelConfigError(
+                f"--head-epochs {self.head_epochs} must be in 0..{self.epochs - 1}: at least one of the {self.epochs} epochs trains every layer; "
+                f"raise --epochs or lower --head-epochs"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ModelConfigError(f"unknown --optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:

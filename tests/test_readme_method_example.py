@@ -25,7 +25,7 @@ def test_the_readme_strategy_trains_after_one_registry_line(tmp_path, monkeypatc
 
     strategy = readme_strategy_class()()
     monkeypatch.setitem(strategies._strategies(), strategy.name, strategy)  # the registry line
-    assert "--head-epochs" in build_parser().format_help()
+    assert "--probe-epochs" in build_parser().format_help()
 
     seen = {}
     original = strategy.before_fit
@@ -36,7 +36,7 @@ def test_the_readme_strategy_trains_after_one_registry_line(tmp_path, monkeypatc
         seen["stem"] = np.array(context.network.get_layer("stem").weights[0])
 
     monkeypatch.setattr(strategy, "before_fit", before_fit)
-    config = TrainConfig(strategy="head_first", epochs=1, image_size=16, batch_size=64, extra={"head_epochs": 1})
+    config = TrainConfig(strategy="head_first", epochs=1, image_size=16, batch_size=64, extra={"probe_epochs": 1})
     metrics = train(config, str(tmp_path / "run"), verbose=0)
     assert (tmp_path / "run" / "model.keras").is_file() and metrics["epochs"] == 1
     from models.backbones import build_backbone

@@ -73,7 +73,7 @@ TOP_LAYERS = {"ResNet50": "predictions", "MobileNetV2": "predictions", "MobileNe
 # backbones"): BatchNorm in inference mode with the pretrained statistics (with batch statistics the
 # moving averages lag behind and evaluation collapses to 0.25), and a peak learning rate of 0.001
 # (0.01 collapses to 0.14, 0.003 is 3 points behind). Flags the user gives win.
-IMAGENET_RECIPE = {"bn": "frozen", "lr": 0.001}
+IMAGENET_RECIPE = {"bn": "frozen", "lr": 0.001, "head_lr_ratio": 10.0}
 
 
 def _alpha_text_v1(alpha):

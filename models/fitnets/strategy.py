@@ -35,6 +35,10 @@ class FitNets(Strategy):
 
         return FineTune().build(backbone, num_classes, normalization, options)
 
+    def new_parts(self, options):
+        """The classifier and the hint's regressor start from random weights: both train at the head's rate."""
+        return super().new_parts(options) + ("regressor/",)
+
     def training_terms(self, network, options):
         from models.fitnets.hint_term import HintTerm
         from models.teacher.stages import stage_ends

@@ -24,28 +24,62 @@ from keras import ops
 
 
 class SGDSettings:
-    """The hyper-parameters of a `keras.optimizers.SGD` at its current step, and its momentum slots.
+    """The hyper-parameters of the network's SGD at its current step, and its momentum slots.
+
+    The network's optimizer is one `keras.optimizers.SGD`, or parameter groups of them (a
+    `SplitOptimizer`: pretrained layers and new layers at their own rates, `app.trainer`); each
+    variable then steps with its own group's learning rate and slots. The groups share momentum,
+    Nesterov and weight decay (they are built from one configuration).
 
     Args:
-        optimizer: a built `keras.optimizers.SGD`.
+        optimizer: a built `keras.optimizers.SGD`, or a `SplitOptimizer` whose leaves are.
     """
 
     def __init__(self, optimizer):
-        if not isinstance(optimizer, keras.optimizers.SGD):
-            raise ValueError(f"the L2T-ww look-ahead differentiates through SGD steps; the network's optimizer is {type(optimizer).__name__}")
+        groups = sgd_groups(optimizer)
+        if not all(isinstance(group, keras.optimizers.SGD) for group in groups):
+            names = ", ".join(type(group).__name__ for group in groups)
+            raise ValueError(f"the L2T-ww look-ahead differentiates through SGD steps; the network's optimizer is {names}")
+        first = groups[0]
+        if any((g.momentum, g.nesterov, g.weight_decay) != (first.momentum, first.nesterov, first.weight_decay) for g in groups):
+            raise ValueError("the L2T-ww look-ahead needs one momentum, Nesterov setting and weight decay for every parameter group")
         self.optimizer = optimizer
-        self.momentum = float(optimizer.momentum)
-        self.nesterov = bool(optimizer.nesterov)
-        self.weight_decay = None if optimizer.weight_decay is None else float(optimizer.weight_decay)
+        self.momentum = float(first.momentum)
+        self.nesterov = bool(first.nesterov)
+        self.weight_decay = None if first.weight_decay is None else float(first.weight_decay)
 
-    def learning_rate(self):
-        return ops.convert_to_tensor(self.optimizer._get_current_learning_rate(), "float32")
+    def group_of(self, variable):
+        """The SGD that steps `variable`."""
+        optimizer = self.optimizer
+        while hasattr(optimizer, "is_secondary"):
+            optimizer = optimizer.secondary if optimizer.is_secondary(variable) else optimizer.main
+        return optimizer
+
+    def learning_rates(self, variables):
+        """The current learning rate of each variable's group, as float32 tensors."""
+        rates = {}
+        for variable in variables:
+            group = self.group_of(variable)
+            if id(group) not in rates:
+                rates[id(group)] = ops.convert_to_tensor(group._get_current_learning_rate(), "float32")
+        return [rates[id(self.group_of(v))] for v in variables]
 
     def slots(self, variables):
         """The momentum slot value of each variable (zeros without momentum)."""
         if self.momentum == 0:
             return [ops.zeros(v.shape, v.dtype) for v in variables]
-        return values_of([self.optimizer.momentums[self.optimizer._get_variable_index(v)] for v in variables])
+        slots = []
+        for variable in variables:
+            group = self.group_of(variable)
+            slots.append(group.momentums[group._get_variable_index(variable)])
+        return values_of(slots)
+
+
+def sgd_groups(optimizer):
+    """The leaf optimizers of `optimizer` (itself, or the inner ones of a `SplitOptimizer`)."""
+    if hasattr(optimizer, "is_secondary"):
+        return sgd_groups(optimizer.main) + sgd_groups(optimizer.secondary)
+    return [optimizer]
 
 
 def values_of(variables):
@@ -55,10 +89,10 @@ def values_of(variables):
     return [tf.identity(v.value) for v in variables]
 
 
-def sgd_step(values, slots, grads, learning_rate, settings):
-    """One functional step of `keras.optimizers.SGD`: (new values, new slots)."""
+def sgd_step(values, slots, grads, learning_rates, settings):
+    """One functional step of `keras.optimizers.SGD`, each value at its own learning rate: (new values, new slots)."""
     new_values, new_slots = [], []
-    for value, slot, grad in zip(values, slots, grads):
+    for value, slot, grad, learning_rate in zip(values, slots, grads, learning_rates):
         if grad is None:
             new_values.append(value)
             new_slots.append(slot)
@@ -94,7 +128,7 @@ def gradients(loss_function, values):
     return tape.gradient(loss, values)
 
 
-def lookahead_objective(inner_loss, outer_loss, values, slots, settings, steps=2):
+def lookahead_objective(inner_loss, outer_loss, values, slots, learning_rates, settings, steps=2):
     """The meta-objective of L2T-ww: the outer loss after `steps` steps on `inner_loss` and one on `outer_loss`.
 
     `theta_{t+1} = SGD(theta_t, d inner_loss(theta_t))` for t < T, then
@@ -107,11 +141,11 @@ def lookahead_objective(inner_loss, outer_loss, values, slots, settings, steps=2
         outer_loss: values -> the cross-entropy at those weights.
         values: the weights after the real step (tensors).
         slots: their momentum slots after the real step.
+        learning_rates: each value's learning rate (its parameter group's, `SGDSettings.learning_rates`).
         settings: the network optimizer's `SGDSettings`.
         steps: T.
     """
-    learning_rate = settings.learning_rate()
     for _ in range(steps):
-        values, slots = sgd_step(values, slots, gradients(inner_loss, values), learning_rate, settings)
-    values, slots = sgd_step(values, slots, gradients(outer_loss, values), learning_rate, settings)
+        values, slots = sgd_step(values, slots, gradients(inner_loss, values), learning_rates, settings)
+    values, slots = sgd_step(values, slots, gradients(outer_loss, values), learning_rates, settings)
     return outer_loss(values)

@@ -68,15 +68,22 @@ class L2TWW(Strategy):
             raise ModelConfigError(str(error).splitlines()[0]) from None
         return [term]
 
+    def new_parts(self, options):
+        """The classifier and the matching regressors start from random weights: both train at the head's rate."""
+        from models.l2t_ww.weighted_matching import MATCH_PREFIX
+
+        return super().new_parts(options) + (f"{TERM_NAME}/{MATCH_PREFIX}",)
+
     def optimizer(self, network, network_optimizer, options):
         """The network's SGD for the network and regressors, Adam for the what / where networks (authors' code)."""
         import keras
 
         from models.errors import ModelConfigError
+        from models.l2t_ww.lookahead import sgd_groups
         from models.l2t_ww.weighted_matching import WHAT_PREFIX, WHERE_PREFIX
         from models.split_optimizer import SplitOptimizer
 
-        if not isinstance(network_optimizer, keras.optimizers.SGD):
+        if not all(isinstance(group, keras.optimizers.SGD) for group in sgd_groups(network_optimizer)):
             raise ModelConfigError("l2t_ww differentiates through SGD steps: use --optimizer sgd")
         extra = options.extra
         meta = keras.optimizers.Adam(

@@ -96,6 +96,7 @@ class L2TWWTrainer(TransferTrainer):
             self.outer_loss_function(images, labels),
             theta,
             settings.slots(theta_vars),
+            settings.learning_rates(theta_vars),
             settings,
             steps=self.matching.lookahead_steps,
         )

@@ -16,13 +16,14 @@ def _strategies():
         from models.fitnets.strategy import FitNets
         from models.hybrid_forward.strategy import HybridForward
         from models.l2t_ww.strategy import L2TWW
-        from models.strategies.baselines import FineTune, LastK, LinearProbe
+        from models.strategies.baselines import FineTune, LastK, LinearProbe, LinearProbeThenFineTune
         from models.transtailor.strategy import TransTailor
 
         for strategy in (
             FineTune(),
             LinearProbe(),
             LastK(),
+            LinearProbeThenFineTune(),
             SpotTune(),
             SpotTuneGlobal(),
             GlobalK(),

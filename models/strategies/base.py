@@ -3,10 +3,13 @@
 A strategy turns a backbone into a trainable classifier and owns the rest of its method's
 lifecycle, through hooks whose defaults do nothing:
 
+    config_defaults         training settings it needs where the user gave none (lp_ft: its head phase)
     flags / check_flags     its own command-line settings (kept in `StrategyOptions.extra`) and their checks
     check                   whether the options fit a backbone
     build                   backbone -> classifier, trainable flags set
     training_terms          extra loss terms added to the cross-entropy
+    new_parts               path prefixes of the new (randomly initialised) variables: they train at the
+                            head's rate (`--head-lr-ratio` x `--lr`) and alone in a head phase (`--head-epochs`)
     optimizer               parameter groups with their own optimizers (default: the network's optimizer)
     own_parts               top-level layers it trains and regularises itself (no regulariser term touches them)
     trainer_class           the `keras.Model` that runs `fit` (a subclass of `TransferTrainer` for a custom `train_step`)
@@ -113,6 +116,14 @@ class Strategy:
 
         return TransferTrainer
 
+    def config_defaults(self, config):
+        """{TrainConfig field: value} this strategy needs where the user gave none (default: nothing).
+
+        Applied after the backbone's recipe (`app.recipes.apply_recipes`), so they may read its
+        values (`config.epochs`, `config.lr`); config.json records the result.
+        """
+        return {}
+
     def check_flags(self, extra):
         """Raise ModelConfigError (one line) for a bad value of one of this strategy's flags in `extra`."""
         for flag in self.flags:
@@ -142,6 +153,18 @@ class Strategy:
     def training_terms(self, network, options):
         """Extra loss terms (`models.training_term.TrainingTerm`) the strategy adds while training."""
         return []
+
+    def new_parts(self, options):
+        """Path prefixes of the variables that start from random weights (default: the new classifier's).
+
+        They form the head group of the network's optimizer (`app.trainer.network_optimizer`): a
+        learning rate of `--head-lr-ratio` times `--lr`, and the only weights that move during a head
+        phase (`--head-epochs`). Parts that the strategy trains with an optimizer of its own (the
+        `optimizer` hook: SpotTune's policy, AdaFilter's gates) are routed there before this split.
+        """
+        from models.backbones.base import CLASSIFIER_NAME
+
+        return (CLASSIFIER_NAME + "/",)
 
     def optimizer(self, network, network_optimizer, options):
         """The optimizer `fit` uses, given the one configured for the network (default: that one).

@@ -91,7 +91,7 @@ def test_a_file_of_another_width_is_a_one_line_error(shared_dir):
 def test_imagenet_backbones_declare_frozen_batchnorm_and_flags_win():
     from app.train import build_parser, config_from_args
 
-    assert recipe_of("mobilenet_v2") == {"bn": "frozen", "lr": 0.001} and recipe_of("resnet20") == {}
+    assert recipe_of("mobilenet_v2") == {"bn": "frozen", "lr": 0.001, "head_lr_ratio": 10.0} and recipe_of("resnet20") == {}
     config = config_from_args(build_parser().parse_args(["--backbone", "mobilenet_v2"]))
     assert (config.bn, config.lr) == ("frozen", 0.001)
     assert config_from_args(build_parser().parse_args(["--backbone", "mobilenet", "--lr", "0.01"])).lr == 0.01
@@ -133,7 +133,7 @@ def test_delta_reads_the_blocks_of_a_functional_backbone_where_the_network_calls
     assert float(delta(None, images=x, training=False)) > 0.0
 
 
-def test_the_main_job_is_mobilenet_v2_and_any_named_data_or_backbone_keeps_the_library_defaults():
+def test_the_main_job_is_mobilenet_v2_and_a_named_backbone_keeps_the_library_defaults():
     from app.train import MAIN_JOB, build_parser, config_from_args
     from rundir.config import TrainConfig
 
@@ -144,4 +144,4 @@ def test_the_main_job_is_mobilenet_v2_and_any_named_data_or_backbone_keeps_the_l
     named = config_from_args(build_parser().parse_args(["--backbone", "resnet20"]))
     assert (named.image_size, named.epochs, named.lr, named.bn) == (None, TrainConfig().epochs, TrainConfig().lr, "train")
     folder = config_from_args(build_parser().parse_args(["--dataset", "folder", "--data-dir", "x"]))
-    assert folder.backbone == TrainConfig().backbone
+    assert (folder.backbone, folder.image_size, folder.epochs) == ("mobilenet_v2", 96, TrainConfig().epochs)  # your data: ImageNet
