@@ -104,11 +104,12 @@ def build_parser():
     p.add_argument("--methods", default="finetune,linear,last_k", help="comma list of methods (see above)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     p.add_argument("--fractions", default="1", help="comma list of training-set fractions (default 1)")
-    p.add_argument("--out", required=True, help="folder of the comparison (its cells/ and results.*)")
+    p.add_argument("--out", help="folder of the comparison (its cells/ and results.*); required unless --from-cells")
     p.add_argument("--decathlon", action="store_true", help="run every method on each prepared Visual Decathlon task and print the Decathlon score")
     p.add_argument("--tasks", help="with --decathlon: comma list of tasks (default: all ten)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--table-only", action="store_true", help="train nothing: the table of the cells finished so far (the others are listed as missing)")
+    p.add_argument("--from-cells", metavar="CELLS.csv", help="train nothing: write the table of a cells.csv (e.g. a committed docs/evidence/*.csv) to the .md beside it")
     base = p.add_argument_group("settings shared by every cell (as in python -m app.train)")
     for flag, kind in (
         ("--backbone", str), ("--weights", str), ("--dataset", str), ("--data-dir", str), ("--tfds-data-dir", str),
@@ -221,6 +222,37 @@ def validation_beside(metrics, split):
     return float(value) if value is not None and split != "validation" else None
 
 
+def last_epoch_train_accuracy(metrics):
+    """The training accuracy `fit` logged in the last epoch (None when the history has none): has training levelled off?"""
+    values = (metrics.get("history") or {}).get("accuracy") or []
+    return float(values[-1]) if values and values[-1] is not None else None
+
+
+def read_cells(path):
+    """The rows of a cells.csv that `main` wrote, with their types back (empty fields: None)."""
+    import csv
+
+    kinds = {"fraction": float, "seed": int, "accuracy": float, "validation": float, "trainable_parameters": int,
+             "images_per_second": float, "exported_bytes": int, "train_accuracy_last_epoch": float}
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                rows.append({key: (kinds[key](value) if key in kinds else value) if value != "" else None for key, value in row.items()})
+    except OSError as error:
+        raise ModelConfigError(f"--from-cells {path} cannot be read ({error.strerror}); pass a cells.csv that python -m app.compare wrote") from None
+    except (ValueError, KeyError, TypeError):
+        raise ModelConfigError(f"--from-cells {path} is not a cells.csv of python -m app.compare (a value of the wrong type); pass one it wrote") from None
+    if not rows or "accuracy" not in rows[0]:
+        raise ModelConfigError(f"--from-cells {path} holds no cells; pass a cells.csv that python -m app.compare wrote")
+    return rows
+
+
+def table_of_cells(path):
+    """The markdown table of a cells.csv: what `--from-cells` writes beside it (and the evidence tests compare)."""
+    return markdown(summarise(read_cells(path))) + "\n"
+
+
 def summarise(rows):
     """Cells -> one line per (task, method, fraction): mean and std over seeds (validation too, where every cell has it)."""
     import numpy as np
@@ -246,16 +278,22 @@ def summarise(rows):
             "trainable_parameters": cells[0]["trainable_parameters"],
             "images_per_second": float(np.mean([c["images_per_second"] or 0.0 for c in cells])),
             "exported_bytes": cells[0]["exported_bytes"],
+            "train_accuracy_last_epoch": _mean_or_none([c.get("train_accuracy_last_epoch") for c in cells]),
         })
     return lines
 
 
+def _mean_or_none(values):
+    return float(sum(values) / len(values)) if values and all(v is not None for v in values) else None
+
+
 def markdown(lines):
+    with_train = all(line.get("train_accuracy_last_epoch") is not None for line in lines)
     header = (
         "| task | method | train fraction | seeds | accuracy (mean ± std) | split | validation (mean ± std) "
-        "| trainable params | train images/s | exported .keras |"
+        "| trainable params | train images/s | exported .keras |" + (" train acc. (last epoch) |" if with_train else "")
     )
-    out = [header, "|" + "---|" * 10]
+    out = [header, "|" + "---|" * (11 if with_train else 10)]
     for line in lines:
         size = f"{line['exported_bytes'] / 2**20:.1f} MB" if line["exported_bytes"] else "-"
         validation = (
@@ -267,6 +305,7 @@ def markdown(lines):
             f"| {line['task'] or '-'} | {line['method']} | {line['fraction']:g} | {line['seeds']} | "
             f"{100 * line['accuracy_mean']:.2f} ± {100 * line['accuracy_std']:.2f} | {line['split']} | {validation} | "
             f"{line['trainable_parameters']:,} | {line['images_per_second']:.1f} | {size} |"
+            + (f" {100 * line['train_accuracy_last_epoch']:.1f} |" if with_train else "")
         )
     return "\n".join(out)
 
@@ -318,7 +357,19 @@ def decathlon_lines(lines):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.from_cells:
+        with one_line_errors(PROGRAM):
+            table = table_of_cells(args.from_cells)
+            target = os.path.splitext(args.from_cells)[0] + ".md"
+            with open(target + ".tmp", "w") as f:
+                f.write(table)
+            os.replace(target + ".tmp", target)
+            print(table + f"\nwritten: {target}")
+        return 0
+    if not args.out:
+        parser.error("--out is required (the folder of the comparison), unless --from-cells")
     with one_line_errors(PROGRAM):
         methods = parse_methods(args.methods)
         seeds = parse_numbers(args.seeds, int, "--seeds")
@@ -360,6 +411,7 @@ def main(argv=None):
                 "accuracy": accuracy, "validation": validation_beside(metrics, split),
                 "trainable_parameters": metrics["trainable_parameters"],
                 "images_per_second": metrics.get("train_images_per_second"), "exported_bytes": exported_size(directory),
+                "train_accuracy_last_epoch": last_epoch_train_accuracy(metrics),
             })
             print(f"[{number}/{len(configs)}] {directory}: {split} accuracy {accuracy:.4f} ({how})", flush=True)
         if not rows:

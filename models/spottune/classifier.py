@@ -37,7 +37,7 @@ from models.preprocessing import ChannelNormalization
 from models.spottune.fixed_policy import FixedPolicy
 from models.spottune.global_k_penalty import GlobalKPenalty
 from models.spottune.global_policy import GlobalPolicy
-from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax
+from models.spottune.gumbel_softmax import INFERENCE_MODES, GumbelSoftmax, TopKGumbelGate
 from models.spottune.policy_network import PolicyNetwork
 from models.spottune.stem_policy import STEM_POLICY_WIDTHS, StemFeaturePolicy
 from models.spottune.routed_block import FINETUNED_BN_MODES, FROZEN_BN_MODES, RoutedBlock, freeze_batchnorm, set_trainable
@@ -62,6 +62,7 @@ def build_spottune_classifier(
     policy_widths=None,
     policy_image_size=None,
     global_k=None,
+    top_k=None,
     train_stem=True,
     dropout=0.0,
     seed=None,
@@ -95,6 +96,9 @@ def build_spottune_classifier(
         policy_image_size: side the "per_image" policy resizes its input to; None = no resize.
         global_k: None, or a dict with `target_k` (and optionally `count_weight`,
             `binarize_weight`): adds the global-k loss terms in training (`GlobalKPenalty`).
+        top_k: None (a per-block Gumbel-softmax gate), or k with policy "global": a straight-through
+            Gumbel top-k gate (`TopKGumbelGate`) routes exactly k blocks of every image to their
+            fine-tuned copy (global-k's `--block-choice top_k`).
         train_stem: whether the stem is trained (the authors: yes).
         dropout: rate of a Dropout before the classifier (none when 0).
         seed: integer seed of the Gumbel noise, or None.
@@ -127,6 +131,11 @@ def build_spottune_classifier(
         raise ModelConfigError(f"decisions are only used with policy 'fixed', not {policy!r}")
     if policy_image_size is not None and policy == "stem_features":
         raise ModelConfigError("policy_image_size (--policy-image-size) does not apply to policy 'stem_features': it reads the stem's output")
+    if top_k is not None:
+        if policy != "global":
+            raise ModelConfigError(f"top_k (a Gumbel top-k gate) needs policy 'global', not {policy!r}")
+        if not 0 <= int(top_k) <= num_blocks:
+            raise ModelConfigError(f"top_k must be in [0, {num_blocks}], got {top_k}")
     if global_k is not None:
         global_k = dict(global_k)
         unknown = set(global_k) - {"target_k", "count_weight", "binarize_weight"}
@@ -156,7 +165,10 @@ def build_spottune_classifier(
     else:
         policy_layer = FixedPolicy(decisions, name=POLICY_NAME)
     penalty = GlobalKPenalty(**global_k, name=GLOBAL_K_NAME) if global_k is not None else None
-    gate = GumbelSoftmax(temperature=temperature, hard=hard, inference=inference, seed=seed, name=GATE_NAME)
+    if top_k is not None:
+        gate = TopKGumbelGate(int(top_k), temperature=temperature, inference=inference, seed=seed, name=GATE_NAME)
+    else:
+        gate = GumbelSoftmax(temperature=temperature, hard=hard, inference=inference, seed=seed, name=GATE_NAME)
     if bn not in FINETUNED_BN_MODES:
         raise ModelConfigError(f"bn must be one of {', '.join(FINETUNED_BN_MODES)}, got {bn!r}")
     set_trainable(backbone.stem, bool(train_stem))

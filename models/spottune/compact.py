@@ -13,10 +13,10 @@ from keras import ops
 from models.backbones.base import CLASSIFIER_NAME, HEAD_NAME, NORMALIZATION_NAME, STEM_NAME, block_name, clone_layer
 from models.classifier import DROPOUT_NAME
 from models.errors import ModelConfigError
-from models.spottune.classifier import POLICY_NAME, routed_blocks
+from models.spottune.classifier import GATE_NAME, POLICY_NAME, routed_blocks
 from models.spottune.fixed_policy import FixedPolicy
 from models.spottune.global_policy import GlobalPolicy
-from models.spottune.gumbel_softmax import hard_one_hot
+from models.spottune.gumbel_softmax import TopKGumbelGate, hard_one_hot
 from models.spottune.routed_block import set_trainable
 
 
@@ -26,9 +26,10 @@ def fixed_decisions(model, k=None):
     Args:
         model: a SpotTune model with a "global" or "fixed" policy.
         k: None for the deterministic decisions (fine-tuned where its probability is above 0.5,
-            i.e. where v_l rounds to 1; ties go to the pretrained copy), or an integer to keep
-            exactly the k blocks most likely to use their fine-tuned copy (ties to the earlier
-            block). With k, the compact model may differ from the routed model's deterministic path.
+            i.e. where v_l rounds to 1; ties go to the pretrained copy; with a Gumbel top-k gate,
+            its k blocks of largest margin), or an integer to keep exactly the k blocks most likely
+            to use their fine-tuned copy (ties to the earlier block). With k, the compact model may
+            differ from the routed model's deterministic path (not with a top-k gate of that k).
 
     Returns:
         a list of 0/1 ints, one per block (1 = fine-tuned copy).
@@ -47,6 +48,9 @@ def fixed_decisions(model, k=None):
             "so it has no compact form (use policy 'global' or 'fixed')"
         )
     logits = ops.convert_to_numpy(policy.logits)
+    gate = {layer.name: layer for layer in model.layers}.get(GATE_NAME)
+    if k is None and isinstance(gate, TopKGumbelGate):
+        k = gate.top_k  # the deterministic path of a top-k gate: its k largest margins
     if k is None:
         return [int(d) for d in ops.convert_to_numpy(hard_one_hot(ops.convert_to_tensor(logits)))[:, 1]]
     k = int(k)
@@ -111,3 +115,39 @@ def compact_classifier(model, decisions=None, name=None):
         x = dropout(x)
     outputs = classifier(x)
     return keras.Model(inputs, outputs, name=name or f"{model.name}_compact")
+
+
+def chosen_blocks(model, k=None):
+    """(decisions, forced): the routed model's own decisions, or its k most likely blocks where they do not number k.
+
+    `forced` is True when the learned decisions did not number k and the top k were taken instead
+    (metrics.json's `forced_top_k`); never with a Gumbel top-k gate of that k, whose decisions are its top k.
+    """
+    decisions = fixed_decisions(model)
+    forced = k is not None and sum(decisions) != int(k)
+    if forced:
+        decisions = fixed_decisions(model, k=k)
+    return decisions, bool(forced)
+
+
+def freeze_to_blocks(model, decisions, bn="train"):
+    """Last-k-style freezing of a compact (plain) classifier on the chosen blocks.
+
+    The blocks whose decision is 1, the head and the classifier train (their BatchNorm as `bn`
+    says: "train" or "frozen", `models.strategies.freezing.set_trainable`); the normalization, the
+    stem and every other block are frozen (inference-mode BatchNorm, weights fixed), so they keep
+    the pretrained weights (the stem: as the routed training left it) and a task delta of the
+    result is the k blocks, the head and the classifier.
+
+    Returns:
+        the names of the trainable layers, in model order.
+    """
+    from models.strategies.freezing import set_trainable as set_layer_trainable
+
+    trained = {block_name(i) for i, d in enumerate(decisions) if int(d)} | {HEAD_NAME, CLASSIFIER_NAME}
+    names = []
+    for layer in model.layers:
+        set_layer_trainable(layer, layer.name in trained, bn)
+        if layer.name in trained:
+            names.append(layer.name)
+    return names

@@ -7,7 +7,11 @@ one per image and block, trained end to end through a Gumbel-softmax gate.
 - `spottune_global`: one learned logit pair per block, shared by all images.
 - `global_k`: the global policy plus the two loss terms of the paper's Sec. 3.3,
   `l1 * (sum_l v_l - k)^2 + l2 * sum_l (-v_l log v_l)`, so that exactly k blocks end fine-tuned
-  and the model can be cut down to one plain network (`models.spottune.compact`).
+  and the model can be cut down to one plain network (`models.spottune.compact`). Or
+  (`--block-choice top_k`) a straight-through Gumbel top-k gate that routes exactly k blocks on
+  every step (`models.spottune.gumbel_softmax.TopKGumbelGate`). With `--compact-epochs N` the
+  compact network itself (its k blocks, head and classifier) then trains N more epochs and is what
+  the run saves, reports and exports (`GlobalK.after_fit`).
 
 The whole method lives here: its flags, the policy's own optimizer (a `SplitOptimizer`), the
 temperature schedule and routing monitor, the routing statistics, heatmap, sampled accuracy and
@@ -20,6 +24,7 @@ command line before TensorFlow loads.
 from models.flags import Flag
 from models.errors import ModelConfigError
 from models.spottune.names import (
+    BLOCK_CHOICES,
     FROZEN_BN_MODES,
     GATE_NAME,
     GLOBAL_K_NAME,
@@ -40,6 +45,7 @@ DEFAULT_POLICY_WEIGHT_DECAY = 1e-3  # authors' code
 DEFAULT_POLICY_MOMENTUM = 0.9  # authors' code
 ROUTING_FILE = "routing_heatmap.png"
 COMPACT_FILE = "compact.keras"
+ROUTED_FILE = "routed.keras"
 ROUTING_LOGS = "logs/routing"
 # The split the routing statistics describe: the first of these that the run evaluates.
 STATISTICS_SPLIT_ORDER = ("test", "validation", "train")
@@ -70,8 +76,22 @@ POLICY_FLAG = Flag(
     choices=PER_IMAGE_POLICIES,
 )
 GLOBAL_K_FLAGS = (
-    Flag("count_weight", float, "global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep)", minimum=0),
-    Flag("binarize_weight", float, "global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep)", minimum=0),
+    Flag("count_weight", float, "global_k: weight l1 of (sum_l v_l - k)^2 (default 10, from our sweep; 0 with --block-choice top_k)", minimum=0),
+    Flag("binarize_weight", float, "global_k: weight l2 of sum_l -v_l log v_l (default 1, from our sweep; 0 with --block-choice top_k)", minimum=0),
+    Flag(
+        "block_choice",
+        str,
+        "global_k: how the k blocks are chosen: penalty (default, the paper's count and binarising terms on a "
+        "per-block gate) or top_k (a straight-through Gumbel top-k gate: exactly k fine-tuned blocks per image and step)",
+        choices=BLOCK_CHOICES,
+    ),
+    Flag(
+        "compact_epochs",
+        int,
+        "global_k: once the k blocks are chosen, train the compact network (those k blocks, head and classifier; "
+        "the other blocks stay pretrained) this many more epochs and ship it as model.keras (default 0: cut, not trained)",
+        minimum=0,
+    ),
 )
 
 
@@ -101,6 +121,10 @@ class SpotTune(Strategy):
     def global_k_settings(self, options):
         return None
 
+    def top_k_setting(self, options):
+        """k of a Gumbel top-k gate (global_k --block-choice top_k), else None."""
+        return None
+
     def build(self, backbone, num_classes, normalization, options):
         from models.spottune.classifier import build_spottune_classifier
 
@@ -116,6 +140,7 @@ class SpotTune(Strategy):
             bn=options.bn,
             policy_image_size=extra.get("policy_image_size"),
             global_k=self.global_k_settings(options),
+            top_k=self.top_k_setting(options),
             dropout=options.dropout,
             seed=extra.get("seed"),
         )
@@ -157,7 +182,7 @@ class SpotTune(Strategy):
         from models.spottune.classifier import set_inference_mode
         from models.spottune.routing_statistics import routing_statistics, save_heatmap
 
-        network = context.network
+        network = self.routed_network(context)
         splits = context.splits
         split = next((s for s in STATISTICS_SPLIT_ORDER if s in splits), splits[0])
         statistics = routing_statistics(network, context.batches(split), context.class_names)
@@ -168,6 +193,10 @@ class SpotTune(Strategy):
         routing["accuracy_sampled"] = {split: context.evaluate(network, [split])[split]}
         set_inference_mode(network, "deterministic")
         return {"routing": routing}
+
+    def routed_network(self, context):
+        """The routed network the routing report describes: the run's network (see `GlobalK`)."""
+        return context.network
 
 
 class SpotTuneGlobal(SpotTune):
@@ -192,18 +221,21 @@ class SpotTuneGlobal(SpotTune):
         import keras
 
         from models.backbones.base import block_name
-        from models.spottune.compact import compact_classifier, fixed_decisions
+        from models.spottune.compact import chosen_blocks, compact_classifier
 
         metrics = super().finish(context)
         routing = metrics["routing"]
-        network, k = context.network, context.options.k
-        decisions = fixed_decisions(network)
-        forced = k is not None and sum(decisions) != k
-        if forced:
-            decisions = fixed_decisions(network, k=k)
+        network, k = self.routed_network(context), context.options.k
         logits = network.get_layer(POLICY_NAME).logits
         probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))[:, 1]
-        compact = compact_classifier(network, decisions=decisions)
+        phase = self.compact_phase(context)
+        if phase is None:  # the compact network is cut from the routed one
+            decisions, forced = chosen_blocks(network, k)
+            compact = compact_classifier(network, decisions=decisions)
+            compact_accuracy = context.evaluate(compact, context.splits)
+        else:  # it was trained after the routed network (GlobalK.after_fit) and is the run's network
+            decisions, forced, compact = phase["decisions"], phase["forced_top_k"], context.network
+            compact_accuracy = dict(context.accuracy) or context.evaluate(compact, context.splits)
         compact.save(context.path(COMPACT_FILE))
         routing.update(
             {
@@ -213,14 +245,49 @@ class SpotTuneGlobal(SpotTune):
                 "finetuned_block_names": [block_name(i) for i, d in enumerate(decisions) if d],
                 "forced_top_k": bool(forced),
                 "compact_file": COMPACT_FILE,
-                "compact_accuracy": context.evaluate(compact, context.splits),
+                "compact_accuracy": compact_accuracy,
                 "compact_parameters": int(compact.count_params()),
             }
         )
+        if phase is not None:
+            network.save(context.path(ROUTED_FILE))
+            routing.update(
+                {
+                    "routed_accuracy": phase["routed_accuracy"],
+                    "routed_file": ROUTED_FILE,
+                    "compact_cut_accuracy": phase["cut_accuracy"],
+                    "compact_epochs": phase["epochs"],
+                    "compact_trainable_layers": phase["trainable_layers"],
+                    "compact_history": phase["history"],
+                }
+            )
         return metrics
+
+    def compact_phase(self, context):
+        """The record of a compact network trained after the routed one, when it is `context.network`; else None."""
+        return None
 
 
 class GlobalK(SpotTuneGlobal):
+    """SpotTune global-k (Guo et al., CVPR 2019, Sec. 3.3): a global policy with exactly k fine-tuned blocks.
+
+    How the k blocks are chosen (`--block-choice`):
+    - "penalty" (default, the paper's formulation): a per-block Gumbel-softmax gate and
+      `CE + l1 * (sum_l v_l - k)^2 + l2 * sum_l (-v_l log v_l)` (`GlobalKPenalty`); the k most likely
+      blocks are forced at the end where the learned decisions do not number k.
+    - "top_k" (ours, after the collapse of the penalty in the README's "Why global-k loses here": the
+      count term pulls every v_l down together to about k/L < 1/e, where the binarising term
+      pushes them all to 0): a straight-through Gumbel top-k gate (`TopKGumbelGate`) routes exactly
+      k blocks of every image on every step; the budget acts on the ranking of the blocks, not on
+      the sum of their probabilities. l1 and l2 default to 0 there.
+
+    Then (`--compact-epochs N`, `after_fit`) the compact network, the k chosen fine-tuned blocks in
+    the pretrained backbone, trains N more epochs with only those blocks, the head and the
+    classifier trainable (last-k-style freezing on the chosen blocks), and is the run's network:
+    model.keras, metrics.json's `accuracy`, the export. The routed network's accuracy stays beside
+    it (`routing.routed_accuracy`, and routed.keras).
+    """
+
     name = "global_k"
     description = "global policy with exactly k fine-tuned blocks; compacts to one plain network"
     uses_k = True
@@ -228,11 +295,61 @@ class GlobalK(SpotTuneGlobal):
     flags = SPOTTUNE_FLAGS + GLOBAL_K_FLAGS
     export_kind = "compact"
     ships_task_delta = True
+    files = {**SpotTuneGlobal.files, ROUTED_FILE: "global_k with --compact-epochs: the routed network the k blocks were chosen from"}
 
     def global_k_settings(self, options):
         extra = options.extra
+        top_k = self.block_choice(extra) == "top_k"
         return {
             "target_k": int(options.k),
-            "count_weight": float(extra.get("count_weight", DEFAULT_COUNT_WEIGHT)),
-            "binarize_weight": float(extra.get("binarize_weight", DEFAULT_BINARIZE_WEIGHT)),
+            "count_weight": float(extra.get("count_weight", 0.0 if top_k else DEFAULT_COUNT_WEIGHT)),
+            "binarize_weight": float(extra.get("binarize_weight", 0.0 if top_k else DEFAULT_BINARIZE_WEIGHT)),
         }
+
+    def top_k_setting(self, options):
+        return int(options.k) if self.block_choice(options.extra) == "top_k" else None
+
+    @staticmethod
+    def block_choice(extra):
+        return extra.get("block_choice") or "penalty"
+
+    def before_fit(self, context):
+        self._compact = None  # no record of an earlier run in this process
+
+    def after_fit(self, context):
+        """With `--compact-epochs N`: choose the k blocks, train the compact network N epochs, hand it back."""
+        from models.spottune.compact import chosen_blocks, compact_classifier, freeze_to_blocks
+
+        self._compact = None
+        epochs = int(context.options.extra.get("compact_epochs") or 0)
+        if epochs <= 0:
+            return
+        if context.fit is None:
+            raise ModelConfigError("global_k --compact-epochs trains the compact network: it needs a trainer that offers RunContext.fit")
+        routed = context.network
+        decisions, forced = chosen_blocks(routed, context.options.k)
+        routed_accuracy = context.evaluate(routed, context.splits)
+        compact = compact_classifier(routed, decisions=decisions)
+        trainable_layers = freeze_to_blocks(compact, decisions, context.options.bn)
+        cut_accuracy = context.evaluate(compact, context.splits)
+        history = context.fit(compact, epochs)
+        context.network = compact
+        self._compact = {
+            "network": compact,
+            "routed": routed,
+            "decisions": decisions,
+            "forced_top_k": forced,
+            "routed_accuracy": routed_accuracy,
+            "cut_accuracy": cut_accuracy,
+            "epochs": epochs,
+            "trainable_layers": trainable_layers,
+            "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        }
+
+    def compact_phase(self, context):
+        phase = getattr(self, "_compact", None)
+        return phase if phase is not None and phase["network"] is context.network else None
+
+    def routed_network(self, context):
+        phase = self.compact_phase(context)
+        return phase["routed"] if phase is not None else context.network

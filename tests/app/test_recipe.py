@@ -82,6 +82,21 @@ def test_the_delayed_schedule_is_zero_then_the_inner_schedule_restarted_and_surv
     assert [float(copy(s)) for s in range(12)] == pytest.approx([float(rate(s)) for s in range(12)])
 
 
+def test_the_two_group_optimizer_with_a_head_phase_survives_serialisation():
+    from app.trainer import network_optimizer
+
+    from rundir.config import TrainConfig
+
+    config = TrainConfig(lr=0.01, head_lr_ratio=10.0, head_epochs=1, epochs=3, warmup_epochs=0)  # cosine schedules
+    optimizer = network_optimizer(config, steps=3, new_parts=("classifier/",))
+    copy = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    for original, restored in ((optimizer.main, copy.main), (optimizer.secondary, copy.secondary)):
+        assert [float(restored._learning_rate(s)) for s in range(6)] == pytest.approx([float(original._learning_rate(s)) for s in range(6)])
+    assert [float(copy.main._learning_rate(s)) for s in (0, 2, 3)] == pytest.approx([0.0, 0.0, 0.01])  # held for the head epoch
+    assert float(copy.secondary._learning_rate(0)) == pytest.approx(0.1)
+    assert copy.secondary_prefixes == ("classifier/",)
+
+
 def test_the_l2t_ww_lookahead_steps_each_variable_at_its_groups_rate():
     from app.trainer import network_optimizer
     from models.l2t_ww.lookahead import SGDSettings

@@ -22,7 +22,7 @@ from models.regularizers import build_penalty_terms
 from models.spottune.fixed_policy import FixedPolicy
 from models.spottune.global_k_penalty import GlobalKPenalty
 from models.spottune.global_policy import GlobalPolicy
-from models.spottune.gumbel_softmax import GumbelSoftmax
+from models.spottune.gumbel_softmax import GumbelSoftmax, TopKGumbelGate
 from models.spottune.policy_network import PolicyNetwork
 from models.spottune.routed_block import RoutedBlock
 from models.spottune.stem_policy import StemFeaturePolicy
@@ -51,6 +51,7 @@ LAYER_CASES = {
     "GlobalKPenalty": (GlobalKPenalty, {"target_k": 1, "count_weight": 0.5, "binarize_weight": 0.1}, LOGITS),
     "GlobalPolicy": (GlobalPolicy, {"num_blocks": 3, "logits_initializer": "random_normal"}, PIXELS),
     "GumbelSoftmax": (GumbelSoftmax, {"temperature": 2.0, "seed": 3}, LOGITS),
+    "TopKGumbelGate": (TopKGumbelGate, {"top_k": 1, "temperature": 2.0, "seed": 3}, LOGITS),
     "PolicyNetwork": (PolicyNetwork, {"num_blocks": 3, "widths": (4, 4, 8, 8)}, PIXELS),
     "StemFeaturePolicy": (StemFeaturePolicy, {"num_blocks": 3, "widths": (4, 8)}, FEATURES),
     "ResidualShortcut": (ResidualShortcut, {"filters": 8, "strides": 2}, FEATURES),
@@ -119,7 +120,8 @@ TERM_CASES = {
     "WeightedFeatureMatching": teacher_term(WeightedFeatureMatching, pairs="same", name="l2t_ww"),
 }
 # Abstract bases and the trainer/optimizer, tested through the cases above and in test_split_optimizer.
-NOT_LAYER_CASES = {"TrainingTerm", "StartingPointTerm", "TransferTrainer", "SplitOptimizer", "L2TWWTrainer", "HybridForwardTrainer"}
+# DelayedStart (a learning-rate schedule) is round-tripped inside the parameter-group optimizer in tests/app/test_recipe.py.
+NOT_LAYER_CASES = {"TrainingTerm", "StartingPointTerm", "TransferTrainer", "SplitOptimizer", "L2TWWTrainer", "HybridForwardTrainer", "DelayedStart"}
 # Run through the harness in their own package's tests (tests/models/adafilter/test_adafilter.py).
 HARNESSED_IN_PACKAGE_TESTS = {"GatedConv", "BinaryGate"}
 
