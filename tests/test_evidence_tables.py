@@ -33,3 +33,13 @@ def test_from_cells_writes_the_table_beside_the_csv_and_a_bad_file_is_one_line(t
         compare.main(["--from-cells", str(tmp_path / "bad.csv")])
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "holds no cells" in error
+
+
+def test_the_readmes_evidence_tables_are_the_generated_ones():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"<!-- evidence: ([\w.-]+) -->\n(.*?)<!-- /evidence -->", readme, re.S)
+    assert blocks, "the README shows no generated evidence table"
+    for name, table in blocks:
+        assert table == (EVIDENCE / f"{name}.md").read_text(), f"the README's copy of docs/evidence/{name}.md differs from it"

@@ -275,7 +275,7 @@ class GlobalK(SpotTuneGlobal):
     - "penalty" (default, the paper's formulation): a per-block Gumbel-softmax gate and
       `CE + l1 * (sum_l v_l - k)^2 + l2 * sum_l (-v_l log v_l)` (`GlobalKPenalty`); the k most likely
       blocks are forced at the end where the learned decisions do not number k.
-    - "top_k" (ours, after the collapse of the penalty in the README's "Why global-k loses here": the
+    - "top_k" (ours, after the collapse of the penalty in docs/evidence-previous-recipe.md, "Why global-k loses here": the
       count term pulls every v_l down together to about k/L < 1/e, where the binarising term
       pushes them all to 0): a straight-through Gumbel top-k gate (`TopKGumbelGate`) routes exactly
       k blocks of every image on every step; the budget acts on the ranking of the blocks, not on

@@ -228,3 +228,29 @@ def test_the_readme_names_the_recipe_flags():
     text = (REPO / "README.md").read_text()
     for needle in ("--head-lr-ratio", "--head-epochs", "lp_ft"):
         assert needle in text, needle
+
+
+def latin_characters(shared_dir, root):
+    """The Latin alphabet of ../shared's Omniglot, one class folder per character (26 classes, 20 drawings each)."""
+    alphabet = shared_dir / "data" / "omniglot-small" / "images_background_small1" / "Latin"
+    root.mkdir()
+    for character in sorted(alphabet.iterdir()):
+        (root / f"Latin_{character.name}").symlink_to(character, target_is_directory=True)
+    return root
+
+
+@pytest.mark.slow
+def test_your_own_photos_with_no_other_flag_get_the_imagenet_backbone_and_beat_its_linear_probe(shared_dir, tmp_path):
+    data = latin_characters(shared_dir, tmp_path / "latin")
+    finetuned = run_cli("app.train", "--dataset", "folder", "--data-dir", data, "--out", tmp_path / "finetune", "--quiet")
+    assert "backbone: mobilenet_v2 (ImageNet weights" in finetuned.stderr and "warning: only" not in finetuned.stderr
+    config = json.loads((tmp_path / "finetune" / "config.json").read_text())
+    assert (config["backbone"], config["image_size"], config["bn"], config["lr"], config["head_lr_ratio"]) == ("mobilenet_v2", 96, "frozen", 0.001, 10.0)
+    run_cli("app.train", "--dataset", "folder", "--data-dir", data, "--out", tmp_path / "linear", "--strategy", "linear", "--quiet")
+
+    def correct(run):  # images right on the held-out splits (validation + test: 104 drawings)
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        return sum(round(metrics["accuracy"][s] * metrics["images"][s]) for s in ("validation", "test"))
+
+    # Measured on a 2-core AMD EPYC: 95 against 83 of 104.
+    assert correct("finetune") > correct("linear")
