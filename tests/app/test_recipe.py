@@ -247,10 +247,20 @@ def test_your_own_photos_with_no_other_flag_get_the_imagenet_backbone_and_beat_i
     config = json.loads((tmp_path / "finetune" / "config.json").read_text())
     assert (config["backbone"], config["image_size"], config["bn"], config["lr"], config["head_lr_ratio"]) == ("mobilenet_v2", 96, "frozen", 0.001, 10.0)
     run_cli("app.train", "--dataset", "folder", "--data-dir", data, "--out", tmp_path / "linear", "--strategy", "linear", "--quiet")
+    # global-k on the same data and budget (20 epochs in all): exactly k blocks chosen, the compact network trained and shipped.
+    run_cli("app.train", "--dataset", "folder", "--data-dir", data, "--out", tmp_path / "global_k", "--strategy", "global_k", "--k", "3",
+            "--block-choice", "top_k", "--epochs", "7", "--compact-epochs", "13", "--quiet")
+
+    def metrics(run):
+        return json.loads((tmp_path / run / "metrics.json").read_text())
 
     def correct(run):  # images right on the held-out splits (validation + test: 104 drawings)
-        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
-        return sum(round(metrics["accuracy"][s] * metrics["images"][s]) for s in ("validation", "test"))
+        values = metrics(run)
+        return sum(round(values["accuracy"][s] * values["images"][s]) for s in ("validation", "test"))
 
-    # Measured on a 2-core AMD EPYC: 95 against 83 of 104.
+    routing = metrics("global_k")["routing"]
+    assert len(routing["finetuned_blocks"]) == 3 and not routing["forced_top_k"]
+    assert metrics("global_k")["accuracy"] == routing["compact_accuracy"]  # the compact network is the result
+    # Measured on a 2-core AMD EPYC: finetune 95, global_k (compact) 92, linear 83 of 104.
     assert correct("finetune") > correct("linear")
+    assert correct("global_k") > correct("linear")
