@@ -67,7 +67,7 @@ def test_decathlon_scores_are_computed_per_method_from_mean_accuracies():
 def test_compare_writes_the_table_and_a_rerun_trains_nothing(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["--methods", "finetune,linear", "--seeds", "0,1", "--fractions", "0.2", "--epochs", "1",
-            "--out", str(out), "--quiet"]
+            "--out", str(out), "--quiet", "--backbone", "resnet20", "--image-size", "16"]
     assert compare.main(argv) == 0
     first = capsys.readouterr().out
     assert first.count("(trained)") == 4
@@ -88,6 +88,7 @@ def test_compare_writes_the_table_and_a_rerun_trains_nothing(tmp_path, capsys):
         metrics = json.loads((out / "cells" / f"{method}-f0.2-s{seed}" / "metrics.json").read_text())
         assert float(row["accuracy"]) == metrics["accuracy"]["test"] and row["split"] == "test"
         assert float(row["validation"]) == metrics["accuracy"]["validation"]
+        assert float(row["train_accuracy_last_epoch"]) == metrics["history"]["accuracy"][-1]  # has training levelled off?
     linear, finetune = (int(l["trainable_parameters"]) for l in sorted(lines, key=lambda l: l["method"] != "linear"))
     assert linear < finetune
     assert (out / "results.png").stat().st_size > 1000 and "| finetune |" in (out / "results.md").read_text()

@@ -264,3 +264,17 @@ def test_your_own_photos_with_no_other_flag_get_the_imagenet_backbone_and_beat_i
     # Measured on a 2-core AMD EPYC: finetune 95, global_k (compact) 92, linear 83 of 104.
     assert correct("finetune") > correct("linear")
     assert correct("global_k") > correct("linear")
+
+
+def test_compare_names_no_backbone_and_gets_the_same_default_as_train():
+    from app import compare
+
+    parse = compare.build_parser().parse_args
+    folder = compare.base_values(parse(["--out", "x", "--dataset", "folder", "--data-dir", "PHOTOS"]))
+    assert (folder["backbone"], folder["image_size"]) == ("mobilenet_v2", 96)
+    decathlon = compare.base_values(parse(["--out", "x", "--decathlon"]))
+    assert decathlon["backbone"] == "mobilenet_v2" and "image_size" not in decathlon  # the tasks keep 72 px
+    named = compare.base_values(parse(["--out", "x", "--backbone", "resnet20"]))
+    assert named["backbone"] == "resnet20" and "image_size" not in named
+    cell = compare.cell_config(folder, compare.parse_methods("lp_ft")[0], 0, 1.0, 3)
+    assert (cell.head_lr_ratio, cell.head_epochs, cell.epochs) == (10.0, 6, 20)  # the recipe, and lp_ft's third
