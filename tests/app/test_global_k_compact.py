@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.app.helpers import FAST_TRAIN, REPO, read_json, run_cli
+from tests.app.helpers import FAST_TRAIN, read_json, run_cli
 
 
 def test_the_global_k_flags_are_offered_by_train():
@@ -71,24 +71,15 @@ def test_global_k_with_compact_epochs_ships_the_trained_compact_network(tmp_path
 
 @pytest.mark.slow
 def test_killed_global_k_run_with_a_compact_phase_resumes_and_ships_the_compact_network(tmp_path):
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
 
+    from tests.app.test_reliability import _kill_after_epochs
     from tests.app.test_train_cli import _history_epochs
 
     run = tmp_path / "run"
     command = [sys.executable, "-m", "app.train", "--epochs", "3", "--strategy", "global_k", "--k", "2",
                "--compact-epochs", "1", "--out", str(run), *FAST_TRAIN]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    deadline = time.time() + 300
-    while time.time() < deadline and len(_history_epochs(run)) < 1 and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_after_epochs(command, run, 1)  # SIGKILL once the first epoch's row is in history.csv
     assert 1 <= len(_history_epochs(run)) < 3 and not (run / "metrics.json").exists()
     run_cli("app.train", "--resume", run)
     assert _history_epochs(run) == [0, 1, 2]
